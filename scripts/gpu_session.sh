@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# What a session that is lent a GPU runs (see README, "Trained models"): benchmarks and the training of
+# the Backpack and Transformer that the book analyses. Results go to $OUT (JSON, curves, fp16 weights).
+#   MODE=smoke bash scripts/gpu_session.sh   # ~3 min: throughput, compile check, a short training run
+#   MODE=full STEPS=5000 bash scripts/gpu_session.sh
+set -euo pipefail
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+MODE=${MODE:-smoke}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__)"
+python3 -c "from backpack.data import load_tokens; print({s: len(load_tokens(s)) for s in ('train', 'validation')})"
+# The models of chapter 7: d=256, 4 layers, 4 heads, k=16, vocabulary 16,384, context 256.
+SIZE=(--preset tiny --vocab-size 16384 --n-positions 256 --n-embd 256 --n-layer 4 --n-head 4 --num-senses 16
+      --no-sense-dedup)  # on a GPU, torch.unique costs more than the senses it saves (measured)
+COMMON=(--block-size 256 --batch-size 64 --learning-rate 1e-3 --warmup-steps 200 --weight-decay 0.1
+        --eval-interval 250 --eval-batches 40 --log-interval 50 --no-progress --seed 0)
+if [ "$MODE" = smoke ]; then
+  python3 scripts/bench_training.py --device cuda --steps 30 --out "$OUT/training_throughput_gpu.json"
+  python3 scripts/bench_training.py --device cuda --steps 30 --compile --out "$OUT/training_throughput_gpu_compiled.json"
+  python3 -m backpack.train --model backpack "${SIZE[@]}" "${COMMON[@]}" --max-steps 100 --eval-interval 50 \
+      ${COMPILE:-} --out-dir /tmp/runs/smoke
+  cp /tmp/runs/smoke/results.json "$OUT/smoke_results.json"
+else
+  STEPS=${STEPS:-5000}
+  mkdir -p /tmp/runs
+  python3 scripts/bench_attention.py --device cuda --out "$OUT/attention_gpu.json" > /tmp/runs/attention_gpu.txt 2>&1
+  tail -n 30 /tmp/runs/attention_gpu.txt
+  python3 scripts/bench_training.py --device cuda --steps 40 --out "$OUT/training_throughput_gpu.json"
+  for model in backpack transformer; do
+    python3 -m backpack.train --model $model "${SIZE[@]}" "${COMMON[@]}" --max-steps "$STEPS" ${COMPILE:-} \
+        --out-dir /tmp/runs/$model > /tmp/runs/train_$model.log 2>&1
+    grep -E "val " /tmp/runs/train_$model.log | awk 'NR % 4 == 0'; tail -n 2 /tmp/runs/train_$model.log
+  done
+  # fp16 weights, configs, curves, logs and results; never the optimizer state of checkpoints/
+  tar -C /tmp/runs -cf /tmp/models.tar attention_gpu.txt train_backpack.log train_transformer.log \
+      backpack/model backpack/metrics.jsonl backpack/results.json backpack/curves.png \
+      transformer/model transformer/metrics.jsonl transformer/results.json transformer/curves.png
+  split -b 15M -d /tmp/models.tar "$OUT/models.tar.part-"
+fi
+ls -la "$OUT"

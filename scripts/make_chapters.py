@@ -1,0 +1,61 @@
+"""Regenerate the package and the stored outputs of chapters, in one command.
+
+    python scripts/make_chapters.py book/05_model.ipynb [more notebooks...]
+    python scripts/make_chapters.py --all
+
+1. `nbdev-export`: the `#| export` cells of every chapter -> backpack/<module>.py
+2. executes each given notebook in place (kernel python3, working directory book/), so that its stored
+   outputs are the ones its code prints on this machine;
+3. cleans it: nbdev's clean (volatile metadata removed) keeping cell tags, which nbval reads
+   (nbval-ignore-output, nbval-skip), and numbering execution counts 1..N, which nbval needs.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from fastcore.nbio import read_nb, write_nb
+from nbclient import NotebookClient
+from nbdev.clean import clean_nb
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def execute(path: Path, timeout: int = 900) -> None:
+    """Run every cell of the notebook at path and store the outputs (raises on the first error)."""
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    nbformat.write(nb, path)
+
+
+def clean(path: Path) -> None:
+    """Strip volatile metadata but keep tags; number the execution counts 1..N."""
+    nb = read_nb(path)
+    clean_nb(nb, allowed_cell_metadata_keys=["tags"])
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            count += 1
+            cell.execution_count = count
+            for output in cell.get("outputs", []):
+                if "execution_count" in output:
+                    output["execution_count"] = count
+    write_nb(nb, path)
+
+
+def main(argv: list[str]) -> None:
+    notebooks = sorted((ROOT / "book").glob("*.ipynb")) if argv == ["--all"] else [Path(a) for a in argv]
+    subprocess.run(["nbdev-export"], cwd=ROOT, check=True)
+    for path in notebooks:
+        start = time.perf_counter()
+        execute(path.resolve())
+        clean(path.resolve())
+        print(f"{path}: executed and cleaned in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

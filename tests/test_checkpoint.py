@@ -1,0 +1,127 @@
+"""Tests of the public checkpoint format (chapter 6)."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from backpack.checkpoint import load_pretrained, load_state, from_public_state_dict, read_weights
+from backpack.model import BackpackConfig, BackpackLM, TransformerLM
+
+CFG = dict(vocab_size=101, n_positions=24, n_embd=32, n_layer=2, n_head=2, num_senses=4)
+
+
+def public_backpack_keys(n_layer: int) -> set[str]:
+    """The key set of stanfordnlp/backpack-gpt2, written from REFERENCE.md (not from our code)."""
+    keys = {"backpack.gpt2_model.wte.weight", "backpack.gpt2_model.wpe.weight",
+            "backpack.gpt2_model.ln_f.weight", "backpack.gpt2_model.ln_f.bias",
+            "backpack.sense_weight_net.c_attn.weight", "backpack.sense_weight_net.c_attn.bias"}
+    for i in range(n_layer):
+        for part in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"):
+            keys |= {f"backpack.gpt2_model.h.{i}.{part}.weight", f"backpack.gpt2_model.h.{i}.{part}.bias"}
+    for part in ("ln", "block.ln_1", "block.mlp.c_fc", "block.mlp.c_proj", "block.ln_2",
+                 "final_mlp.c_fc", "final_mlp.c_proj"):
+        keys |= {f"backpack.sense_network.{part}.weight", f"backpack.sense_network.{part}.bias"}
+    return keys
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return BackpackLM(BackpackConfig(**CFG)).eval()
+
+
+def test_saved_keys_and_conv1d_shapes_follow_the_public_layout(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    stored = load_file(str(tmp_path / "model.safetensors"))
+    assert set(stored) == public_backpack_keys(2)
+    d = CFG["n_embd"]
+    assert stored["backpack.gpt2_model.h.0.attn.c_attn.weight"].shape == (d, 3 * d)        # Conv1D [in, out]
+    assert stored["backpack.sense_network.final_mlp.c_proj.weight"].shape == (4 * d, 4 * d)
+    assert stored["backpack.sense_network.block.mlp.c_fc.weight"].shape == (d, 4 * d)
+    assert stored["backpack.sense_weight_net.c_attn.weight"].shape == (2 * d, d)            # nn.Linear
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["num_senses"] == 4 and config["n_embd"] == d and config["vocab_size"] == 101
+
+
+def test_round_trip_gives_identical_logits(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    loaded = BackpackLM.from_pretrained(tmp_path)
+    x = torch.randint(CFG["vocab_size"], (2, 10))
+    assert torch.equal(model(x).logits, loaded(x).logits)
+
+
+def test_transformer_round_trip_as_gpt2(tmp_path):
+    torch.manual_seed(0)
+    lm = TransformerLM(BackpackConfig(**CFG)).eval()
+    lm.save_pretrained(tmp_path)
+    stored = load_file(str(tmp_path / "model.safetensors"))
+    assert "transformer.h.1.mlp.c_fc.weight" in stored and "lm_head.weight" not in stored
+    loaded = load_pretrained(tmp_path)
+    assert isinstance(loaded, TransformerLM)
+    x = torch.randint(CFG["vocab_size"], (1, 7))
+    assert torch.equal(lm(x).logits, loaded(x).logits)
+    with pytest.raises(TypeError, match="not a BackpackLM"):
+        BackpackLM.from_pretrained(tmp_path)
+
+
+def test_loads_a_checkpoint_written_like_the_hub_one(model, tmp_path):
+    """A .bin state dict with the aliases, lm_head and GPT-2's mask buffers, as Hugging Face writes it."""
+    model.save_pretrained(tmp_path)
+    public = load_file(str(tmp_path / "model.safetensors"))
+    public["lm_head.weight"] = public["backpack.gpt2_model.wte.weight"]
+    public["backpack.word_embeddings.weight"] = public["backpack.gpt2_model.wte.weight"]
+    public["backpack.position_embeddings.weight"] = public["backpack.gpt2_model.wpe.weight"]
+    public["backpack.gpt2_model.h.0.attn.bias"] = torch.ones(1, 1, 24, 24)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(public, tmp_path / "pytorch_model.bin")
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("backpack_book")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = BackpackLM.from_pretrained(tmp_path)
+    x = torch.randint(CFG["vocab_size"], (2, 9))
+    torch.testing.assert_close(model(x).logits, loaded(x).logits)
+
+
+def test_half_precision_save(model, tmp_path):
+    model.save_pretrained(tmp_path, dtype=torch.float16)
+    assert all(t.dtype == torch.float16 for t in load_file(str(tmp_path / "model.safetensors")).values())
+    loaded = BackpackLM.from_pretrained(tmp_path)
+    assert loaded.word_embeddings.dtype == torch.float32
+
+
+def test_mismatch_names_key_and_both_shapes(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    other = BackpackLM(BackpackConfig(**{**CFG, "n_embd": 48}))
+    state = from_public_state_dict(read_weights(tmp_path), "backpack-gpt2")
+    with pytest.raises(ValueError, match=r"ckpt: transformer\.h\.0\.attn\.c_attn\.bias has shape \(96,\) in the checkpoint but \(144,\)"):
+        load_state(other, state, "ckpt")
+    # a config.json that disagrees with the weights fails the same way
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["n_positions"] = 48
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"wpe\.weight has shape \(24, 32\) in the checkpoint but \(48, 32\)"):
+        load_pretrained(tmp_path)
+
+
+def test_missing_and_unexpected_keys_are_refused(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    public = load_file(str(tmp_path / "model.safetensors"))
+    public.pop("backpack.sense_network.ln.bias")
+    save_file(public, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"missing keys \['sense_network.ln.bias'\]"):
+        load_pretrained(tmp_path)
+    public["backpack.sense_network.ln.bias"] = torch.zeros(32)
+    public["backpack.something_else.weight"] = torch.zeros(3)
+    save_file(public, str(tmp_path / "model.safetensors"))
+    with pytest.raises(KeyError, match="something_else"):
+        load_pretrained(tmp_path)
+
+
+def test_unsupported_config_and_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "backpack-gpt2", "vocab_size": 10,
+        "n_positions": 8, "n_embd": 8, "n_layer": 1, "n_head": 1, "activation_function": "relu"}))
+    with pytest.raises(ValueError, match="activation_function='relu'"):
+        load_pretrained(tmp_path)

@@ -1,0 +1,160 @@
+"""Tests of the sense network, the weight network and the Backpack LM (chapters 2, 4, 5)."""
+import math
+
+import pytest
+import torch
+
+from backpack.model import BackpackConfig, BackpackLM, TransformerLM
+from backpack.senses import SenseNetwork
+from backpack.weights import SenseWeightNetwork, Transformer, TransformerConfig
+
+SMALL = dict(vocab_size=97, n_positions=32, n_embd=48, n_layer=2, n_head=3, num_senses=4)
+
+
+def backpack(**overrides) -> BackpackLM:
+    torch.manual_seed(0)
+    return BackpackLM(BackpackConfig(**{**SMALL, **overrides})).double().eval()
+
+
+def test_senses_do_not_depend_on_context():
+    torch.manual_seed(1)
+    net = SenseNetwork(n_embd=16, num_senses=3).eval()
+    emb = torch.nn.Embedding(50, 16)
+    a = torch.tensor([[5, 9, 17, 3]])
+    b = torch.tensor([[17, 40, 41, 42, 43, 44]])
+    assert torch.equal(net(emb(a))[0, :, 2], net(emb(b))[0, :, 0])
+
+
+def test_model_senses_equal_for_same_token_in_different_contexts():
+    model = backpack()
+    x = torch.tensor([[1, 2, 3, 7, 5], [7, 9, 9, 9, 9]])
+    senses = model(x, return_senses=True).senses                    # (b, k, n, d)
+    assert torch.equal(senses[0, :, 3], senses[1, :, 0])
+
+
+def test_sense_dedup_matches_direct_values_and_gradients():
+    x = torch.randint(SMALL["vocab_size"], (3, 20), generator=torch.Generator().manual_seed(2))
+    grads = []
+    for dedup in (True, False):
+        model = backpack(sense_dedup=dedup)
+        loss = model(x, x).loss
+        grads.append((loss.detach(), torch.autograd.grad(loss, list(model.parameters()))))
+    (loss_a, grad_a), (loss_b, grad_b) = grads
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-12, atol=1e-12)
+    for ga, gb in zip(grad_a, grad_b):
+        torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_sum_matches_explicit_alpha_values_and_gradients():
+    model = backpack()
+    x = torch.randint(SMALL["vocab_size"], (2, 31), generator=torch.Generator().manual_seed(3))
+    fused = model(x, x).loss
+    explicit = model(x, x, return_senses=True).loss
+    torch.testing.assert_close(fused, explicit, rtol=1e-12, atol=1e-12)
+    g_fused = torch.autograd.grad(fused, list(model.parameters()))
+    g_explicit = torch.autograd.grad(explicit, list(model.parameters()))
+    for a, b in zip(g_fused, g_explicit):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_weighted_sum_matches_the_equation_written_as_loops():
+    model = backpack()
+    x = torch.randint(SMALL["vocab_size"], (1, 6), generator=torch.Generator().manual_seed(4))
+    out = model(x, return_senses=True)
+    senses, alpha = out.senses[0], out.contextualization[0]          # (k, n, d), (k, n, n)
+    k, n, d = senses.shape
+    o = torch.zeros(n, d, dtype=senses.dtype)
+    for i in range(n):
+        for j in range(i + 1):
+            for sense in range(k):
+                o[i] += alpha[sense, i, j] * senses[sense, j]
+    logits = o @ model.word_embeddings.T
+    torch.testing.assert_close(out.logits[0], logits, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("make", [backpack, lambda: TransformerLM(TransformerConfig(
+    **{k: v for k, v in SMALL.items() if k != "num_senses"})).double().eval()])
+def test_causal_later_token_changes_no_earlier_logit(make):
+    model = make()
+    x = torch.randint(SMALL["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(5))
+    for position in (11, 6, 1):
+        changed = x.clone()
+        changed[:, position] = (changed[:, position] + 1) % SMALL["vocab_size"]
+        a, b = model(x).logits, model(changed).logits
+        assert torch.equal(a[:, :position], b[:, :position])
+        assert not torch.equal(a[:, position:], b[:, position:])
+
+
+def test_contextualization_is_a_causal_distribution():
+    model = backpack()
+    x = torch.randint(SMALL["vocab_size"], (2, 9))
+    alpha = model.contextualization(x)
+    assert alpha.shape == (2, 4, 9, 9)
+    torch.testing.assert_close(alpha.sum(-1), torch.ones(2, 4, 9, dtype=alpha.dtype))
+    assert (alpha.triu(1) == 0).all() and (alpha >= 0).all()
+
+
+def test_custom_contextualization_is_used():
+    model = backpack()
+    x = torch.randint(SMALL["vocab_size"], (1, 5))
+    alpha = model.contextualization(x)
+    out = model(x, contextualization=alpha * 0)
+    assert torch.equal(out.logits, torch.zeros_like(out.logits))
+    with pytest.raises(ValueError, match="contextualization must have shape"):
+        model(x, contextualization=alpha[:, :2])
+
+
+def test_divide_by_senses_scales_the_output():
+    x = torch.randint(SMALL["vocab_size"], (1, 7))
+    plain, divided = backpack(), backpack(divide_by_senses=True)
+    torch.testing.assert_close(plain(x).logits / 4, divided(x).logits)
+
+
+def test_errors_name_the_problem():
+    model = backpack()
+    with pytest.raises(ValueError, match="longer than the model's context of 32"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+    with pytest.raises(ValueError, match="token id 97 is outside the vocabulary"):
+        model(torch.tensor([[1, 97]]))
+    with pytest.raises(ValueError, match="token id -1"):
+        model(torch.tensor([[-1, 2]]))
+    with pytest.raises(ValueError, match="integer tensor"):
+        model(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="unknown preset"):
+        BackpackConfig.preset("huge")
+    with pytest.raises(ValueError, match="divisible"):
+        SenseWeightNetwork(10, 3)
+
+
+def test_paper_parameter_counts():
+    for name, expected in {"micro": 41.7e6, "mini": 103.9e6, "small": 170.1e6}.items():
+        with torch.device("meta"):
+            count = BackpackLM(BackpackConfig.preset(name)).num_parameters()
+        assert abs(count - expected) / expected < 0.005, (name, count)
+
+
+def test_initial_loss_near_log_vocab_and_init_scales():
+    torch.manual_seed(0)
+    model = BackpackLM(BackpackConfig(**SMALL))
+    x = torch.randint(SMALL["vocab_size"], (4, 32))
+    loss = model(x, x).loss.item()
+    assert abs(loss - math.log(SMALL["vocab_size"])) < 0.5
+    std = model.transformer.h[0].attn.c_proj.weight.std().item()
+    assert abs(std - 0.02 / math.sqrt(2 * SMALL["n_layer"])) < 0.003
+
+
+def test_generate_is_seeded_and_respects_the_context():
+    model = backpack()
+    prompt = torch.tensor([[1, 2, 3]])
+    a = model.generate(prompt, 10, top_k=5, generator=torch.Generator().manual_seed(0))
+    b = model.generate(prompt, 10, top_k=5, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (1, 13) and torch.equal(a, b) and torch.equal(a[:, :3], prompt)
+    greedy = model.generate(prompt, 4, temperature=0)
+    step = model(prompt).logits[:, -1].argmax(-1)
+    assert greedy[0, 3] == step[0]
+    with pytest.raises(ValueError, match="exceeds the context"):
+        model.generate(prompt, 30)
+    long = model.generate(prompt, 40, sliding_window=True, generator=torch.Generator().manual_seed(0))
+    assert long.shape == (1, 43)
+    with pytest.raises(ValueError, match="longer than the context"):
+        model.generate(torch.zeros(1, 33, dtype=torch.long), 1, sliding_window=True)
