@@ -1,0 +1,51 @@
+"""Write the results table of data/models/*/results.json and data/bench/ into README.md.
+
+    python scripts/update_readme_results.py          # rewrite the table between the markers
+    python scripts/update_readme_results.py --check  # exit 1 if README.md is out of date
+
+The table in the README is generated, never typed: tests/test_export.py runs --check.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+MODELS = [("Backpack", "backpack-gutenberg"), ("Transformer", "transformer-gutenberg")]
+
+
+def table() -> str:
+    lines = ["| model | parameters | steps | tokens | val perplexity (slice) | wall time | tokens/s | device |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, name in MODELS:
+        r = json.loads((ROOT / "data" / "models" / name / "results.json").read_text())
+        lines.append(f"| {label} | {r['parameters'] / 1e6:.2f}M | {r['steps']:,} | {r['tokens_seen'] / 1e6:.1f}M "
+                     f"| {r['val_slice_ppl']:.2f} | {r['wall_time_s']:.0f} s | {r['tokens_per_s']:,.0f} "
+                     f"| {r['device']} |")
+    bench = json.loads((ROOT / "data" / "bench" / "training_throughput_gpu.json").read_text())
+    lines += ["", f"Training throughput side by side (`scripts/bench_training.py`, {bench['device']}, "
+                  f"bf16, batch {bench['batch_size']} x {bench['block_size']}):", "",
+              "| model | tokens/s | time vs Transformer |", "|---|---|---|"]
+    for row in bench["rows"]:
+        lines.append(f"| {row['model']} | {row['tokens_per_s']:,.0f} | {row['time_ratio_vs_transformer']:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    readme = (ROOT / "README.md").read_text()
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    updated = f"{head}{START}\n{table()}\n{END}{tail}"
+    if "--check" in argv:
+        if updated != readme:
+            print("README.md's results table is out of date: run python scripts/update_readme_results.py")
+            return 1
+        return 0
+    (ROOT / "README.md").write_text(updated)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
