@@ -24,6 +24,16 @@ def table() -> str:
         lines.append(f"| {label} | {r['parameters'] / 1e6:.2f}M | {r['steps']:,} | {r['tokens_seen'] / 1e6:.1f}M "
                      f"| {r['val_slice_ppl']:.2f} | {r['wall_time_s']:.0f} s | {r['tokens_per_s']:,.0f} "
                      f"| {r['device']} |")
+    lines += ["", "At the paper's Micro width and depth (d=384, 6 layers, 6 heads, k=16; results and curves only, "
+                  "in `data/models/micro-comparison/`):", "",
+              "| model | parameters | steps | tokens | val perplexity (slice) | wall time | tokens/s | device |",
+              "|---|---|---|---|---|---|---|---|"]
+    for label, kind in MODELS:
+        kind = kind.split("-")[0]
+        r = json.loads((ROOT / "data" / "models" / "micro-comparison" / f"{kind}-results.json").read_text())
+        lines.append(f"| {label} Micro | {r['parameters'] / 1e6:.2f}M | {r['steps']:,} | {r['tokens_seen'] / 1e6:.1f}M "
+                     f"| {r['val_slice_ppl']:.2f} | {r['wall_time_s']:.0f} s | {r['tokens_per_s']:,.0f} "
+                     f"| {r['device']} |")
     bench = json.loads((ROOT / "data" / "bench" / "training_throughput_gpu.json").read_text())
     lines += ["", f"Training throughput side by side (`scripts/bench_training.py`, {bench['device']}, "
                   f"bf16, batch {bench['batch_size']} x {bench['block_size']}):", "",
