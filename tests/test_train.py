@@ -150,3 +150,22 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     results = json.loads((tmp_path / "two" / "results.json").read_text())
     assert results["steps"] == 8 and results["tokens_seen"] == 8 * 8 * 16
     assert (tmp_path / "two" / "curves.png").stat().st_size > 1000
+
+
+def test_finetune_starts_from_a_saved_model(tmp_path):
+    """--init-from loads any saved model (public format) and trains it further."""
+    from backpack.checkpoint import load_pretrained
+    from backpack.train import main
+    start = fresh()
+    start.save_pretrained(tmp_path / "init")
+    TRAIN.tofile(tmp_path / "train.bin")
+    VAL.tofile(tmp_path / "val.bin")
+    main(["--init-from", str(tmp_path / "init"), "--train-bin", str(tmp_path / "train.bin"),
+          "--val-bin", str(tmp_path / "val.bin"), "--max-steps", "3", "--batch-size", "2", "--block-size", "16",
+          "--warmup-steps", "1", "--eval-interval", "3", "--eval-batches", "1", "--device", "cpu",
+          "--no-progress", "--save-dtype", "float32", "--out-dir", str(tmp_path / "tuned")])
+    tuned = load_pretrained(tmp_path / "tuned" / "model")
+    assert isinstance(tuned, BackpackLM) and tuned.config == start.config
+    changed = [not torch.equal(a, b) for a, b in zip(start.state_dict().values(), tuned.state_dict().values())]
+    assert any(changed)
+    assert json.loads((tmp_path / "tuned" / "results.json").read_text())["steps"] == 3
