@@ -21,7 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import atomic_write, load_pretrained, load_state, save_pretrained
+from .checkpoint import (atomic_write, from_public_state_dict, load_pretrained, load_state,
+                                 model_type_of, read_weights, save_pretrained)
 from .data import batch_at, load_tokens
 from .model import BackpackConfig, BackpackLM, LanguageModel, TransformerLM
 
@@ -173,7 +174,6 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 def load_checkpoint(folder: Path, model: LanguageModel, optimizer: torch.optim.Optimizer,
                     generator: torch.Generator) -> int:
     """Restore model, optimizer, data generator and RNG states; return the step to continue from."""
-    from backpack.checkpoint import from_public_state_dict, model_type_of, read_weights
     load_state(model, from_public_state_dict(read_weights(folder), model_type_of(model)), str(folder))
     state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
