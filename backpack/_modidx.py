@@ -107,6 +107,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'backpack.train.parse_args': ('training.html#parse_args', 'backpack/train.py'),
                                 'backpack.train.plot_curves': ('training.html#plot_curves', 'backpack/train.py'),
                                 'backpack.train.read_metrics': ('training.html#read_metrics', 'backpack/train.py'),
+                                'backpack.train.read_results': ('training.html#read_results', 'backpack/train.py'),
                                 'backpack.train.resolve_device': ('training.html#resolve_device', 'backpack/train.py'),
                                 'backpack.train.results_table': ('training.html#results_table', 'backpack/train.py'),
                                 'backpack.train.save_checkpoint': ('training.html#save_checkpoint', 'backpack/train.py'),

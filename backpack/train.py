@@ -21,16 +21,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import (atomic_write, from_public_state_dict, load_pretrained, load_state,
-                                 model_type_of, read_weights, save_pretrained)
-from .data import batch_at, load_tokens
+from backpack.checkpoint import (
+    atomic_write, from_public_state_dict, load_pretrained, load_state, model_type_of, read_weights,
+    save_pretrained)
+from .data import DATA_DIR, batch_at, load_tokens
 from .model import BackpackConfig, BackpackLM, LanguageModel, TransformerLM
 
 # %% auto #0
 __all__ = ['EVAL_SLICE_TOKENS', 'TrainConfig', 'configure_optimizer', 'learning_rate_at', 'distributed_context', 'next_batch',
            'evaluate', 'evaluate_tokens', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'TrainingDiverged',
            'TrainResult', 'format_metrics', 'resolve_device', 'autocast_for', 'train', 'plot_curves', 'read_metrics',
-           'build_model', 'device_name', 'parse_args', 'main', 'trained_model_dir', 'load_trained', 'results_table']
+           'build_model', 'device_name', 'parse_args', 'main', 'trained_model_dir', 'load_trained', 'read_results',
+           'results_table']
 
 # %% ../book/07_training.ipynb #3c8f8efe
 @dataclass
@@ -450,14 +452,9 @@ def main(argv: list[str] | None = None) -> TrainResult:
         dist.destroy_process_group()
     return result
 
-
-if __name__ == "__main__" and "ipykernel" not in sys.modules:
-    main()
-
 # %% ../book/07_training.ipynb #61c34b36
 def trained_model_dir(name: str) -> Path:
     """The folder of a model trained for this book: 'backpack-gutenberg' or 'transformer-gutenberg'."""
-    from backpack.data import DATA_DIR
     folder = DATA_DIR / "models" / name
     if not (folder / "config.json").exists():
         available = sorted(p.name for p in (DATA_DIR / "models").glob("*") if p.is_dir())
@@ -470,13 +467,18 @@ def load_trained(name: str) -> LanguageModel:
     return load_pretrained(trained_model_dir(name))
 
 
+def read_results(path: str | Path) -> dict:
+    """One row of a results table, from a results.json written by `main`."""
+    r = json.loads(Path(path).read_text())
+    return {"parameters": r["parameters"], "steps": r["steps"], "tokens_seen": r["tokens_seen"],
+            "val_loss": r["final_val_loss"], "val_slice_ppl": r["val_slice_ppl"],
+            "wall_time_s": r["wall_time_s"], "tokens_per_s": r["tokens_per_s"], "device": r["device"]}
+
+
 def results_table(names: list[str]) -> list[dict]:
     """The rows of the results table: one per trained model, from its results.json."""
-    rows = []
-    for name in names:
-        r = json.loads((trained_model_dir(name) / "results.json").read_text())
-        rows.append({"model": name, "parameters": r["parameters"], "steps": r["steps"],
-                     "tokens_seen": r["tokens_seen"], "val_loss": r["final_val_loss"],
-                     "val_slice_ppl": r["val_slice_ppl"], "wall_time_s": r["wall_time_s"],
-                     "tokens_per_s": r["tokens_per_s"], "device": r["device"]})
-    return rows
+    return [{"model": name, **read_results(trained_model_dir(name) / "results.json")} for name in names]
+
+# %% ../book/07_training.ipynb #64e16358
+if __name__ == "__main__" and "ipykernel" not in sys.modules:  # python -m backpack.train
+    main()

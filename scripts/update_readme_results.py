@@ -11,35 +11,36 @@ import json
 import sys
 from pathlib import Path
 
+from backpack.train import read_results
+
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-MODELS = [("Backpack", "backpack-gutenberg"), ("Transformer", "transformer-gutenberg")]
+MODELS = [("Backpack", "backpack"), ("Transformer", "transformer")]
+HEADER = ["| model | parameters | steps | tokens | val perplexity (slice) | wall time | tokens/s | device |",
+          "|---|---|---|---|---|---|---|---|"]
+
+
+def row(label: str, results_json: Path) -> str:
+    """One markdown row from a results.json written by `python -m backpack.train`."""
+    r = read_results(results_json)
+    return (f"| {label} | {r['parameters'] / 1e6:.2f}M | {r['steps']:,} | {r['tokens_seen'] / 1e6:.1f}M "
+            f"| {r['val_slice_ppl']:.2f} | {r['wall_time_s']:.0f} s | {r['tokens_per_s']:,.0f} | {r['device']} |")
 
 
 def table() -> str:
-    lines = ["| model | parameters | steps | tokens | val perplexity (slice) | wall time | tokens/s | device |",
-             "|---|---|---|---|---|---|---|---|"]
-    for label, name in MODELS:
-        r = json.loads((ROOT / "data" / "models" / name / "results.json").read_text())
-        lines.append(f"| {label} | {r['parameters'] / 1e6:.2f}M | {r['steps']:,} | {r['tokens_seen'] / 1e6:.1f}M "
-                     f"| {r['val_slice_ppl']:.2f} | {r['wall_time_s']:.0f} s | {r['tokens_per_s']:,.0f} "
-                     f"| {r['device']} |")
+    models = ROOT / "data" / "models"
+    lines = HEADER + [row(label, models / f"{kind}-gutenberg" / "results.json") for label, kind in MODELS]
     lines += ["", "At the paper's Micro width and depth (d=384, 6 layers, 6 heads, k=16; results and curves only, "
-                  "in `data/models/micro-comparison/`):", "",
-              "| model | parameters | steps | tokens | val perplexity (slice) | wall time | tokens/s | device |",
-              "|---|---|---|---|---|---|---|---|"]
-    for label, kind in MODELS:
-        kind = kind.split("-")[0]
-        r = json.loads((ROOT / "data" / "models" / "micro-comparison" / f"{kind}-results.json").read_text())
-        lines.append(f"| {label} Micro | {r['parameters'] / 1e6:.2f}M | {r['steps']:,} | {r['tokens_seen'] / 1e6:.1f}M "
-                     f"| {r['val_slice_ppl']:.2f} | {r['wall_time_s']:.0f} s | {r['tokens_per_s']:,.0f} "
-                     f"| {r['device']} |")
+                  "in `data/models/micro-comparison/`):", ""]
+    lines += HEADER + [row(f"{label} Micro", models / "micro-comparison" / f"{kind}-results.json")
+                       for label, kind in MODELS]
     bench = json.loads((ROOT / "data" / "bench" / "training_throughput_gpu.json").read_text())
     lines += ["", f"Training throughput side by side (`scripts/bench_training.py`, {bench['device']}, "
                   f"bf16, batch {bench['batch_size']} x {bench['block_size']}):", "",
               "| model | tokens/s | time vs Transformer |", "|---|---|---|"]
-    for row in bench["rows"]:
-        lines.append(f"| {row['model']} | {row['tokens_per_s']:,.0f} | {row['time_ratio_vs_transformer']:.2f}x |")
+    for measured in bench["rows"]:
+        lines.append(f"| {measured['model']} | {measured['tokens_per_s']:,.0f} "
+                     f"| {measured['time_ratio_vs_transformer']:.2f}x |")
     return "\n".join(lines)
 
 
