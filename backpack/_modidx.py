@@ -58,6 +58,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'backpack/model.py'),
                                 'backpack.model.BackpackLM.forward': ('model.html#backpacklm.forward', 'backpack/model.py'),
                                 'backpack.model.BackpackLM.sense_vectors': ('model.html#backpacklm.sense_vectors', 'backpack/model.py'),
+                                'backpack.model.BackpackLM.senses_per_unique_token': ( 'model.html#backpacklm.senses_per_unique_token',
+                                                                                       'backpack/model.py'),
                                 'backpack.model.BackpackLM.word_embeddings': ('model.html#backpacklm.word_embeddings', 'backpack/model.py'),
                                 'backpack.model.LMOutput': ('model.html#lmoutput', 'backpack/model.py'),
                                 'backpack.model.LanguageModel': ('model.html#languagemodel', 'backpack/model.py'),

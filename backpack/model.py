@@ -145,6 +145,8 @@ class BackpackLM(LanguageModel):
                                           config.layer_norm_epsilon)
         self.sense_weight_net = SenseWeightNetwork(config.n_embd, config.num_senses)
         init_gpt2_weights(self, config.n_layer)
+        # interventions (chapter 9): functions (idx (b, n), senses (b, k, n, d)) -> senses
+        self.sense_edits: list = []
 
     @property
     def word_embeddings(self) -> torch.Tensor:
@@ -152,9 +154,17 @@ class BackpackLM(LanguageModel):
         return self.transformer.wte.weight
 
     def sense_vectors(self, idx: torch.Tensor) -> torch.Tensor:
-        """The senses C(x_j) of every token of idx (b, n): (b, k, n, d)."""
-        if not self.config.sense_dedup:
-            return self.sense_network(self.transformer.wte(idx))            # (b, k, n, d)
+        """The senses C(x_j) of every token of idx (b, n), after any sense edits: (b, k, n, d)."""
+        if self.config.sense_dedup:
+            senses = self.senses_per_unique_token(idx)                     # (b, k, n, d)
+        else:
+            senses = self.sense_network(self.transformer.wte(idx))         # (b, k, n, d)
+        for edit in self.sense_edits:
+            senses = edit(idx, senses)                                     # (b, k, n, d)
+        return senses
+
+    def senses_per_unique_token(self, idx: torch.Tensor) -> torch.Tensor:
+        """The senses of idx (b, n), computed once per distinct id and gathered: (b, k, n, d)."""
         unique_ids, inverse = torch.unique(idx, return_inverse=True)      # (u,), (b, n)
         per_unique = self.sense_network(self.transformer.wte(unique_ids))  # (k, u, d)
         k, u, d = per_unique.shape

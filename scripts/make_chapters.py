@@ -32,10 +32,17 @@ def execute(path: Path, timeout: int = 900) -> None:
     nbformat.write(nb, path)
 
 
+# What the book build needs to highlight code without executing the notebook (and nothing volatile).
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+LANGUAGE_INFO = {"name": "python", "pygments_lexer": "ipython3"}
+
+
 def clean(path: Path) -> None:
     """Strip volatile metadata but keep tags; number the execution counts 1..N."""
     nb = read_nb(path)
-    clean_nb(nb, allowed_cell_metadata_keys=["tags"])
+    clean_nb(nb, allowed_cell_metadata_keys=["tags"], allowed_metadata_keys=["language_info"])
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = dict(LANGUAGE_INFO)
     count = 0
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -49,7 +56,7 @@ def clean(path: Path) -> None:
 
 def main(argv: list[str]) -> None:
     notebooks = sorted((ROOT / "book").glob("*.ipynb")) if argv == ["--all"] else [Path(a) for a in argv]
-    subprocess.run(["nbdev-export"], cwd=ROOT, check=True)
+    subprocess.run([str(Path(sys.executable).with_name("nbdev-export"))], cwd=ROOT, check=True)
     for path in notebooks:
         start = time.perf_counter()
         execute(path.resolve())
