@@ -4,6 +4,8 @@
 """The Backpack LM and its Transformer baseline (chapter 5 of backpack-book)."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -13,11 +15,12 @@ from torch import nn
 
 from .attention import attention, attention_weights
 from .senses import SenseNetwork, count_parameters
-from .weights import (SenseWeightNetwork, Transformer, TransformerConfig, check_token_ids,
-                              init_gpt2_weights)
+from .weights import (SenseWeightNetwork, Transformer, TransformerConfig, check_choice,
+                              check_divisible, check_int, check_token_ids, init_gpt2_weights)
 
 # %% auto #0
-__all__ = ['PRESETS', 'BackpackConfig', 'LMOutput', 'language_model_loss', 'LanguageModel', 'BackpackLM', 'TransformerLM']
+__all__ = ['PRESETS', 'IGNORE_INDEX', 'BackpackConfig', 'LMOutput', 'check_targets', 'language_model_loss', 'check_generate_args',
+           'LanguageModel', 'BackpackLM', 'TransformerLM']
 
 # %% ../book/05_model.ipynb #4bf00ff3
 PRESETS: dict[str, dict] = {
@@ -36,6 +39,16 @@ class BackpackConfig(TransformerConfig):
     sense_dedup: bool = True          # compute senses once per distinct token of a batch
     divide_by_senses: bool = False    # o = sum / k (the Levanter port) instead of the plain sum
 
+    def check(self) -> None:
+        """The Transformer's checks, then the Backpack's own fields."""
+        super().check()
+        owner = type(self).__name__
+        check_int(owner, "num_senses", self.num_senses)
+        check_int(owner, "sense_intermediate_scale", self.sense_intermediate_scale)
+        check_divisible(owner, "n_embd", self.n_embd, "num_senses", self.num_senses)
+        for name in ("sense_dedup", "divide_by_senses"):
+            check_choice(owner, name, getattr(self, name), (True, False))
+
     @classmethod
     def preset(cls, name: str, **overrides) -> "BackpackConfig":
         """A preset by name ('tiny', 'micro', 'mini', 'small'), with fields overridden."""
@@ -44,6 +57,7 @@ class BackpackConfig(TransformerConfig):
         return cls(**{**PRESETS[name], **overrides})
 
     def to_dict(self) -> dict:
+        """Every field, by name."""
         return asdict(self)
 
     @classmethod
@@ -65,17 +79,66 @@ class LMOutput:
     contextualization: torch.Tensor | None = None     # (batch, senses, seq, seq), Backpack only
 
 
-def language_model_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of next-token targets (batch, seq) under logits (batch, seq, vocab).
+IGNORE_INDEX = -100   # a target equal to this is padding: it adds nothing to the loss
 
-    Targets equal to -100 are ignored (padding).
-    """
+
+def check_targets(targets: torch.Tensor, logits: torch.Tensor) -> None:
+    """Refuse targets that do not fit the logits: shape, dtype, ids outside the vocabulary, and
+    targets that are all ignored (the mean over no targets is undefined)."""
     if targets.shape != logits.shape[:2]:
         raise ValueError(f"targets of shape {tuple(targets.shape)} do not match the logits' "
                          f"(batch, seq) = {tuple(logits.shape[:2])}")
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise ValueError(f"targets must be integer token ids; got dtype {targets.dtype}: "
+                         f"convert them with targets.long()")
+    vocab = logits.shape[-1]
+    kept = targets != IGNORE_INDEX
+    outside = kept & ((targets < 0) | (targets >= vocab))
+    any_outside, any_kept = torch.stack([outside.any(), kept.any()]).tolist()  # one sync
+    if any_outside:
+        bad = int(targets[outside][0])
+        raise ValueError(f"target id {bad} is outside the vocabulary [0, {vocab}); "
+                         f"use {IGNORE_INDEX} to mark a position without a target")
+    if not any_kept:
+        raise ValueError(f"every target is {IGNORE_INDEX} (ignored), so the loss is undefined: "
+                         f"give at least one real target, or call the model without targets")
+
+
+def language_model_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of next-token targets (batch, seq) under logits (batch, seq, vocab).
+
+    Targets equal to IGNORE_INDEX (-100) are ignored (padding).
+    """
+    check_targets(targets, logits)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                           ignore_index=IGNORE_INDEX)
 
 # %% ../book/05_model.ipynb #99af4371
+def check_generate_args(idx: torch.Tensor, max_new_tokens: int, temperature: float,
+                        top_k: int | None, n_ctx: int, sliding_window: bool) -> None:
+    """Raise ValueError naming the first bad argument of generate."""
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+        shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+        raise ValueError(f"the prompt must be a (batch, seq) tensor of token ids; got {shape}: "
+                         f"for one prompt add a batch dimension, idx[None]")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) \
+            or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0; got {max_new_tokens!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
+            or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy); "
+                         f"got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
+                              or top_k < 1):
+        raise ValueError(f"top_k must be None (no cut) or an integer >= 1; got {top_k!r}")
+    if idx.shape[-1] > n_ctx:
+        raise ValueError(f"prompt of {idx.shape[-1]} tokens is longer than the context of {n_ctx}")
+    if not sliding_window and idx.shape[-1] + max_new_tokens > n_ctx:
+        raise ValueError(f"prompt ({idx.shape[-1]}) + max_new_tokens ({max_new_tokens}) exceeds "
+                         f"the context of {n_ctx}: generate fewer tokens or pass "
+                         f"sliding_window=True")
+
+# %% ../book/05_model.ipynb #42a87d84
 class LanguageModel(nn.Module):
     """What the Backpack and the Transformer LM share: generation, counting, saving and loading."""
 
@@ -95,11 +158,7 @@ class LanguageModel(nn.Module):
         tokens must fit the context; with True the model conditions on the last n_positions tokens.
         """
         n_ctx = self.config.n_positions
-        if idx.shape[-1] > n_ctx:
-            raise ValueError(f"prompt of {idx.shape[-1]} tokens is longer than the context of {n_ctx}")
-        if not sliding_window and idx.shape[-1] + max_new_tokens > n_ctx:
-            raise ValueError(f"prompt ({idx.shape[-1]}) + max_new_tokens ({max_new_tokens}) exceeds the "
-                             f"context of {n_ctx}: generate fewer tokens or pass sliding_window=True")
+        check_generate_args(idx, max_new_tokens, temperature, top_k, n_ctx, sliding_window)
         was_training = self.training
         self.eval()
         for _ in range(max_new_tokens):

@@ -5,19 +5,63 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .attention import attention, attention_weights
+from .attention import BACKENDS, attention, attention_weights
 from .senses import MLP
 
 # %% auto #0
-__all__ = ['TransformerConfig', 'CausalSelfAttention', 'Block', 'check_token_ids', 'Transformer', 'init_gpt2_weights',
-           'SenseWeightNetwork']
+__all__ = ['ConfigError', 'check_int', 'check_number', 'check_choice', 'check_divisible', 'TransformerConfig',
+           'CausalSelfAttention', 'Block', 'check_token_ids', 'Transformer', 'init_gpt2_weights', 'SenseWeightNetwork']
 
 # %% ../book/04_weights.ipynb #54df0a77
+class ConfigError(ValueError):
+    """A config field has a bad value; the message names the field, the value and the range."""
+
+
+def check_int(owner: str, name: str, value, minimum: int = 1) -> None:
+    """Refuse anything but an integer >= minimum (True and 2.0 are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{owner}.{name} must be an integer >= {minimum}; got {value!r} "
+                          f"of type {type(value).__name__}")
+    if value < minimum:
+        raise ConfigError(f"{owner}.{name}={value} is out of range: set it to an integer "
+                          f">= {minimum}")
+
+
+def check_number(owner: str, name: str, value, low: float, high: float = math.inf, *,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    """Refuse anything but a finite real number in the interval low..high (ends open or closed)."""
+    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)):
+        raise ConfigError(f"{owner}.{name} must be a finite number in {interval}; got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        raise ConfigError(f"{owner}.{name}={value} is out of range: set it to a number in "
+                          f"{interval}")
+
+
+def check_choice(owner: str, name: str, value, choices) -> None:
+    """Refuse a value that is not one of choices (a bool field: choices=(True, False))."""
+    if not any(value is c or (type(value) is type(c) and value == c) for c in choices):
+        raise ConfigError(f"{owner}.{name}={value!r} is not allowed: choose one of "
+                          f"{', '.join(repr(c) for c in choices)}")
+
+
+def check_divisible(owner: str, name: str, value: int, by_name: str, by: int) -> None:
+    """Refuse value (e.g. n_embd) unless the field by_name (e.g. n_head) divides it."""
+    if value % by:
+        divisors = [d for d in range(1, value + 1) if value % d == 0][:12]
+        raise ConfigError(f"{owner}.{name}={value} is not divisible by {by_name}={by}: choose "
+                          f"{by_name} among the divisors of {value} ({divisors}) or change {name}")
+
+# %% ../book/04_weights.ipynb #dce8617d
 @dataclass
 class TransformerConfig:
     """Sizes of a GPT-2 style Transformer."""
@@ -32,8 +76,19 @@ class TransformerConfig:
     attention_backend: str = "auto"               # see backpack.attention.attention
 
     def __post_init__(self):
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first field out of range (subclasses add their own)."""
+        owner = type(self).__name__
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            check_int(owner, name, getattr(self, name))
+        check_number(owner, "dropout", self.dropout, 0.0, 1.0, high_open=True)
+        check_number(owner, "layer_norm_epsilon", self.layer_norm_epsilon, 0.0, low_open=True)
+        check_choice(owner, "scale_attn_by_inverse_layer_idx",
+                     self.scale_attn_by_inverse_layer_idx, (True, False))
+        check_choice(owner, "attention_backend", self.attention_backend, BACKENDS)
+        check_divisible(owner, "n_embd", self.n_embd, "n_head", self.n_head)
 
 # %% ../book/04_weights.ipynb #c34d4a2f
 class CausalSelfAttention(nn.Module):

@@ -158,3 +158,40 @@ def test_generate_is_seeded_and_respects_the_context():
     assert long.shape == (1, 43)
     with pytest.raises(ValueError, match="longer than the context"):
         model.generate(torch.zeros(1, 33, dtype=torch.long), 1, sliding_window=True)
+
+
+def test_config_is_checked_when_made():
+    from backpack.weights import ConfigError
+    for bad, message in [(dict(num_senses=0), "num_senses=0 is out of range"),
+                         (dict(num_senses=5), "not divisible by num_senses=5"),
+                         (dict(n_head=5), "not divisible by n_head=5"),
+                         (dict(dropout=1.0), r"dropout=1.0 is out of range: .*\[0.0, 1.0\)"),
+                         (dict(n_layer=2.0), "n_layer must be an integer"),
+                         (dict(sense_dedup="yes"), "sense_dedup='yes' is not allowed")]:
+        with pytest.raises(ConfigError, match=message):
+            BackpackConfig(**{**SMALL, **bad})
+
+
+def test_loss_refuses_targets_outside_the_vocabulary_and_all_ignored():
+    model = backpack()
+    x = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match=r"target id 97 is outside the vocabulary \[0, 97\)"):
+        model(x, torch.tensor([[2, 97, -100]]))
+    with pytest.raises(ValueError, match="every target is -100"):
+        model(x, torch.full_like(x, -100))
+    partly = model(x, torch.tensor([[2, -100, -100]])).loss
+    full = torch.nn.functional.cross_entropy(model(x).logits[0, :1].float(), torch.tensor([2]))
+    torch.testing.assert_close(partly, full)
+
+
+def test_generate_checks_its_arguments():
+    model = backpack()
+    prompt = torch.tensor([[1, 2, 3]])
+    for kwargs, message in [(dict(idx=prompt[0]), r"\(batch, seq\) tensor.*got \(3,\)"),
+                            (dict(max_new_tokens=-1), "max_new_tokens must be an integer >= 0"),
+                            (dict(temperature=float("nan")), "temperature must be a finite"),
+                            (dict(temperature=-0.5), "temperature must be a finite number >= 0"),
+                            (dict(top_k=0), "top_k must be None .* or an integer >= 1")]:
+        with pytest.raises(ValueError, match=message):
+            model.generate(**{"idx": prompt, "max_new_tokens": 2, **kwargs})
+    assert model.generate(prompt, 0).shape == (1, 3)
