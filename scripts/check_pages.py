@@ -20,6 +20,7 @@ and saves a full-page screenshot of it under DIR (default: _build/screenshots, n
 It prints a table of pages and then every failure, page by page, and exits with status 1 when
 anything failed (2 when it could not run at all).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,11 +33,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # Pages Sphinx writes for itself rather than for the reader: no chapter content to check.
 SKIP_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
-SKIP_DIRS = {"_static", "_sources", "_images", "_downloads", "_sphinx_design_static", "_panels_static"}
+SKIP_DIRS = {
+    "_static",
+    "_sources",
+    "_images",
+    "_downloads",
+    "_sphinx_design_static",
+    "_panels_static",
+}
 # JavaScript errors of the toolchain itself, the same on every page and harmless, not of the book:
 # sphinx-thebe 0.3.1 under Sphinx 7 writes its one-line config script into every page twice, so the
 # second `const THEBE_JS_URL` throws; the first copy has already set the values (thebe is not used).
@@ -126,9 +140,9 @@ async () => {
 @dataclass
 class PageResult:
     page: str
-    failures: list[tuple[str, str]] = field(default_factory=list)   # (kind, message)
-    clipped_lines: int = 0          # lines cut off in code (cell sources, code blocks)
-    clipped_output_lines: int = 0   # lines cut off in cell outputs
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (kind, message)
+    clipped_lines: int = 0  # lines cut off in code (cell sources, code blocks)
+    clipped_output_lines: int = 0  # lines cut off in cell outputs
     math: int = 0
     screenshot: str = ""
 
@@ -144,7 +158,9 @@ def book_pages(html_dir: Path) -> list[str]:
         if rel.parts[0] in SKIP_DIRS or rel.name in SKIP_PAGES:
             continue
         head = path.read_text(encoding="utf-8", errors="replace")[:2000].lower()
-        if 'http-equiv="refresh"' in head:  # index.html: only a redirect to the first page
+        if (
+            'http-equiv="refresh"' in head
+        ):  # index.html: only a redirect to the first page
             continue
         pages.append(rel.as_posix())
     return pages
@@ -163,23 +179,32 @@ def serve(html_dir: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
-def check_page(browser, base: str, page_path: str, shots: Path | None, width: int,
-               full_page: bool) -> PageResult:
+def check_page(
+    browser, base: str, page_path: str, shots: Path | None, width: int, full_page: bool
+) -> PageResult:
     result = PageResult(page_path)
     context = browser.new_context(viewport={"width": width, "height": 1000})
     page = context.new_page()
     failed, external, js_errors = [], [], []
 
     def on_route(route):
-        if route.request.url.startswith(base) or route.request.url.startswith(("data:", "blob:")):
+        if route.request.url.startswith(base) or route.request.url.startswith(
+            ("data:", "blob:")
+        ):
             route.continue_()
         else:
             external.append(route.request.url)
             route.abort()
 
     page.route("**/*", on_route)
-    page.on("response", lambda r: failed.append(f"{r.status} {r.url[len(base):]}")
-            if r.status >= 400 and r.url.startswith(base) else None)
+    page.on(
+        "response",
+        lambda r: (
+            failed.append(f"{r.status} {r.url[len(base) :]}")
+            if r.status >= 400 and r.url.startswith(base)
+            else None
+        ),
+    )
     page.on("pageerror", lambda e: js_errors.append(str(e).splitlines()[0][:160]))
     try:
         page.goto(base + page_path, wait_until="load", timeout=60_000)
@@ -192,7 +217,9 @@ def check_page(browser, base: str, page_path: str, shots: Path | None, width: in
             page.screenshot(path=str(shot), full_page=full_page)
             result.screenshot = str(shot)
     except Exception as exc:  # noqa: BLE001 -- a page that cannot even be opened is a failure of that page
-        result.fail("error", f"could not open or measure the page: {exc}".splitlines()[0])
+        result.fail(
+            "error", f"could not open or measure the page: {exc}".splitlines()[0]
+        )
         context.close()
         return result
     context.close()
@@ -213,10 +240,16 @@ def check_page(browser, base: str, page_path: str, shots: Path | None, width: in
         result.fail("error", f"JavaScript error: {err}")
     result.math = m["mathRendered"]
     if m["mathElements"] and mathjax != "done":
-        result.fail("math", f"the page has {m['mathElements']} math elements but MathJax did not run ({mathjax})")
+        result.fail(
+            "math",
+            f"the page has {m['mathElements']} math elements but MathJax did not run ({mathjax})",
+        )
     elif m["mathUnrendered"]:
-        result.fail("math", f"{len(m['mathUnrendered'])} math elements not rendered, "
-                            f"first: {m['mathUnrendered'][0]!r}")
+        result.fail(
+            "math",
+            f"{len(m['mathUnrendered'])} math elements not rendered, "
+            f"first: {m['mathUnrendered'][0]!r}",
+        )
     for err in m["mathErrors"]:
         result.fail("math", f"MathJax error: {err}")
     for text in m["rawMath"]:
@@ -231,16 +264,24 @@ def check_page(browser, base: str, page_path: str, shots: Path | None, width: in
         else:
             result.clipped_output_lines = lines
         worst = max(blocks, key=lambda c: c["longest"])
-        result.fail("clipped", f"{len(blocks)} {where} blocks wider than the page, {lines} lines cut off "
-                               f"(about {worst['fits']} characters fit; longest line {worst['longest']}: "
-                               f"{worst['example']!r})")
+        result.fail(
+            "clipped",
+            f"{len(blocks)} {where} blocks wider than the page, {lines} lines cut off "
+            f"(about {worst['fits']} characters fit; longest line {worst['longest']}: "
+            f"{worst['example']!r})",
+        )
     for url in dict.fromkeys(external):
         result.fail("offline", f"requests a resource outside the book: {url}")
     return result
 
 
-def run(html_dir: Path, shots: Path | None, width: int = 1440, full_page: bool = True,
-        only: list[str] | None = None) -> list[PageResult]:
+def run(
+    html_dir: Path,
+    shots: Path | None,
+    width: int = 1440,
+    full_page: bool = True,
+    only: list[str] | None = None,
+) -> list[PageResult]:
     """Check the pages of html_dir (all, or those named in only); returns one result per page."""
     from playwright.sync_api import sync_playwright
 
@@ -252,7 +293,10 @@ def run(html_dir: Path, shots: Path | None, width: int = 1440, full_page: bool =
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                return [check_page(browser, base, page, shots, width, full_page) for page in pages]
+                return [
+                    check_page(browser, base, page, shots, width, full_page)
+                    for page in pages
+                ]
             finally:
                 browser.close()
     finally:
@@ -262,19 +306,29 @@ def run(html_dir: Path, shots: Path | None, width: int = 1440, full_page: bool =
 
 def report(results: list[PageResult], out=sys.stdout) -> int:
     """Print a table of pages and every failure; returns the number of failures."""
-    print(f"{'page':34s} {'fails':>5s} {'math':>5s} {'clipped lines: code':>19s} {'output':>6s}  kinds",
-          file=out)
+    print(
+        f"{'page':34s} {'fails':>5s} {'math':>5s} {'clipped lines: code':>19s} {'output':>6s}  kinds",
+        file=out,
+    )
     for r in results:
         kinds = sorted({k for k, _ in r.failures})
-        print(f"{r.page:34s} {len(r.failures):5d} {r.math:5d} {r.clipped_lines:19d} "
-              f"{r.clipped_output_lines:6d}  {', '.join(kinds) or 'ok'}", file=out)
-    print(f"{'total':34s} {sum(len(r.failures) for r in results):5d} {sum(r.math for r in results):5d} "
-          f"{sum(r.clipped_lines for r in results):19d} {sum(r.clipped_output_lines for r in results):6d}",
-          file=out)
+        print(
+            f"{r.page:34s} {len(r.failures):5d} {r.math:5d} {r.clipped_lines:19d} "
+            f"{r.clipped_output_lines:6d}  {', '.join(kinds) or 'ok'}",
+            file=out,
+        )
+    print(
+        f"{'total':34s} {sum(len(r.failures) for r in results):5d} {sum(r.math for r in results):5d} "
+        f"{sum(r.clipped_lines for r in results):19d} {sum(r.clipped_output_lines for r in results):6d}",
+        file=out,
+    )
     total = sum(len(r.failures) for r in results)
     if total:
-        print(f"\nFAILED: {total} problems on {sum(bool(r.failures) for r in results)} of "
-              f"{len(results)} pages", file=out)
+        print(
+            f"\nFAILED: {total} problems on {sum(bool(r.failures) for r in results)} of "
+            f"{len(results)} pages",
+            file=out,
+        )
         for r in results:
             for kind, message in r.failures:
                 print(f"  {r.page}: [{kind}] {message}", file=out)
@@ -285,27 +339,67 @@ def report(results: list[PageResult], out=sys.stdout) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("html", nargs="?", default="_build/html", help="the built book (default _build/html)")
-    ap.add_argument("--screenshots", default=None,
-                    help="where the screenshots go (default: screenshots/ next to the html folder)")
-    ap.add_argument("--no-screenshots", action="store_true", help="check only, save no screenshots")
-    ap.add_argument("--viewport-only", action="store_true", help="screenshots of the first screen only")
-    ap.add_argument("--width", type=int, default=1440,
-                    help="browser window width in pixels (default 1440: the text column is at its widest "
-                         "and 89 characters of code fit)")
-    ap.add_argument("--page", action="append", help="check only pages whose path contains this (repeatable)")
-    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument(
+        "html",
+        nargs="?",
+        default="_build/html",
+        help="the built book (default _build/html)",
+    )
+    ap.add_argument(
+        "--screenshots",
+        default=None,
+        help="where the screenshots go (default: screenshots/ next to the html folder)",
+    )
+    ap.add_argument(
+        "--no-screenshots", action="store_true", help="check only, save no screenshots"
+    )
+    ap.add_argument(
+        "--viewport-only",
+        action="store_true",
+        help="screenshots of the first screen only",
+    )
+    ap.add_argument(
+        "--width",
+        type=int,
+        default=1440,
+        help="browser window width in pixels (default 1440: the text column is at its widest "
+        "and 89 characters of code fit)",
+    )
+    ap.add_argument(
+        "--page",
+        action="append",
+        help="check only pages whose path contains this (repeatable)",
+    )
+    ap.add_argument(
+        "--json", default=None, help="also write the results to this JSON file"
+    )
     args = ap.parse_args(argv)
 
     html_dir = Path(args.html).resolve()
     if not (html_dir / "index.html").exists() and not any(html_dir.rglob("*.html")):
-        print(f"check_pages: no built book in {html_dir} (run jupyter-book build first)", file=sys.stderr)
+        print(
+            f"check_pages: no built book in {html_dir} (run jupyter-book build first)",
+            file=sys.stderr,
+        )
         return 2
     if not Path(CHROMIUM).exists():
-        print(f"check_pages: {CHROMIUM} is missing (Debian: apt-get install chromium)", file=sys.stderr)
+        print(
+            f"check_pages: {CHROMIUM} is missing (Debian: apt-get install chromium)",
+            file=sys.stderr,
+        )
         return 2
-    shots = None if args.no_screenshots else Path(args.screenshots or html_dir.parent / "screenshots")
-    results = run(html_dir, shots, width=args.width, full_page=not args.viewport_only, only=args.page)
+    shots = (
+        None
+        if args.no_screenshots
+        else Path(args.screenshots or html_dir.parent / "screenshots")
+    )
+    results = run(
+        html_dir,
+        shots,
+        width=args.width,
+        full_page=not args.viewport_only,
+        only=args.page,
+    )
     if not results:
         print(f"check_pages: no pages found in {html_dir}", file=sys.stderr)
         return 2
