@@ -1,0 +1,105 @@
+"""The static sense explorer of chapter 8 works in a browser, from file://, with no network.
+
+Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright; nothing downloads a browser)
+opens the page, types a word and checks that its sense table appears with the words of the data
+file. Two pages: the explorer as the chapter's stored output carries it (always), and the built
+book's page when `_build/html` exists (`jupyter-book build .`).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backpack.analysis import EXPLORER_DATA_NAME, read_explorer_data, visible
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+DATA = ROOT / "book" / "_static" / EXPLORER_DATA_NAME
+BUILT_PAGE = ROOT / "_build" / "html" / "book" / "08_analysis.html"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="needs Debian's chromium at /usr/bin/chromium "
+                                       "(apt-get install chromium; .ci/run installs it)")
+
+
+def explorer_output() -> str:
+    """The HTML of the explorer, as stored in the chapter's outputs."""
+    nb = json.loads((ROOT / "book" / "08_analysis.ipynb").read_text())
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            html = "".join(output.get("data", {}).get("text/html", ""))
+            if 'id="sense-explorer"' in html:
+                return html
+    raise AssertionError("no explorer output in book/08_analysis.ipynb: run the chapter")
+
+
+def expected_rows(word: str) -> list[list[str]]:
+    """The top words of every sense of word, decoded from the data file in Python."""
+    data = read_explorer_data(DATA)
+    ids = np.frombuffer(base64.b64decode(data["top_ids"]), dtype="<u2")
+    ids = ids.reshape(len(data["words"]), data["senses"], data["top"])
+    row = [data["vocab"][t].strip() for t in data["words"]].index(word)
+    return [[visible(data["vocab"][t]) for t in sense] for sense in ids[row].tolist()]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        browser.close()
+
+
+def page_from_notebook(tmp_path: Path) -> Path:
+    """A page laid out like the built book (book/page.html, _static/data) with the output."""
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_static").mkdir()
+    shutil.copy(DATA, tmp_path / "_static" / EXPLORER_DATA_NAME)
+    page = tmp_path / "book" / "page.html"
+    page.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>"
+                    f"{explorer_output()}</body></html>", encoding="utf-8")
+    return page
+
+
+def check_explorer(browser, page_path: Path, offline: bool = True) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(page_path.as_uri())
+    field = page.locator("#sense-explorer input")
+    field.fill("")
+    field.type("king")
+    table = page.locator("#sense-explorer table")
+    table.wait_for(timeout=10_000)
+    rows = table.locator("tr")
+    assert rows.count() == 1 + len(expected_rows("king"))
+    assert "king" in rows.nth(0).inner_text()
+    cells = [[c.strip() for c in rows.nth(r + 1).locator("td").all_inner_texts()[1:]]
+             for r in range(rows.count() - 1)]
+    assert cells == expected_rows("king")
+    field.fill("zzzznotaword")
+    assert "not one of the" in page.locator("#sense-explorer").inner_text()
+    assert not errors, errors
+    if offline:  # the explorer itself asks nothing of the network
+        assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    page.close()
+
+
+def test_explorer_in_the_chapter_output(browser, tmp_path):
+    check_explorer(browser, page_from_notebook(tmp_path))
+
+
+@pytest.mark.skipif(not BUILT_PAGE.exists(), reason="the book is not built (_build/html): "
+                    "run `jupyter-book build .` to check the built page too")
+def test_explorer_in_the_built_book(browser):
+    check_explorer(browser, BUILT_PAGE, offline=False)
