@@ -1,10 +1,11 @@
-"""The static sense explorer of chapter 8 works in a browser, from file://, with no network.
+"""Chapter 8's static sense explorer works in a browser, from file://, with no network.
 
-Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright; nothing downloads a browser)
-opens the page, types a word and checks that its sense table appears with the words of the data
-file. Two pages: the explorer as the chapter's stored output carries it (always), and the built
-book's page when `_build/html` exists (`jupyter-book build .`).
+Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright; nothing downloads a
+browser) opens the page, types a word and checks that its sense table appears with the
+words of the data file. Two pages: the explorer as the chapter's stored output carries
+it (always), and the built book's page when `_build/html` exists.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,12 +22,20 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 DATA = ROOT / "book" / "_static" / EXPLORER_DATA_NAME
 BUILT_PAGE = ROOT / "_build" / "html" / "book" / "08_analysis.html"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="needs Debian's chromium at /usr/bin/chromium "
-                                       "(apt-get install chromium; .ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium "
+    "(apt-get install chromium; .ci/run installs it)",
+)
 
 
 def explorer_output() -> str:
@@ -37,7 +46,9 @@ def explorer_output() -> str:
             html = "".join(output.get("data", {}).get("text/html", ""))
             if 'id="sense-explorer"' in html:
                 return html
-    raise AssertionError("no explorer output in book/08_analysis.ipynb: run the chapter")
+    raise AssertionError(
+        "no explorer output in book/08_analysis.ipynb: run the chapter"
+    )
 
 
 def expected_rows(word: str) -> list[list[str]]:
@@ -59,13 +70,16 @@ def browser():
 
 
 def page_from_notebook(tmp_path: Path) -> Path:
-    """A page laid out like the built book (book/page.html, _static/data) with the output."""
+    """A page laid out like the built book (book/, _static/), with the output."""
     (tmp_path / "book").mkdir()
     (tmp_path / "_static").mkdir()
     shutil.copy(DATA, tmp_path / "_static" / EXPLORER_DATA_NAME)
     page = tmp_path / "book" / "page.html"
-    page.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>"
-                    f"{explorer_output()}</body></html>", encoding="utf-8")
+    page.write_text(
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>"
+        f"{explorer_output()}</body></html>",
+        encoding="utf-8",
+    )
     return page
 
 
@@ -84,8 +98,10 @@ def check_explorer(browser, page_path: Path, offline: bool = True) -> None:
     rows = table.locator("tr")
     assert rows.count() == 1 + len(expected_rows("king"))
     assert "king" in rows.nth(0).inner_text()
-    cells = [[c.strip() for c in rows.nth(r + 1).locator("td").all_inner_texts()[1:]]
-             for r in range(rows.count() - 1)]
+    cells = [
+        [c.strip() for c in rows.nth(r + 1).locator("td").all_inner_texts()[1:]]
+        for r in range(rows.count() - 1)
+    ]
     assert cells == expected_rows("king")
     field.fill("zzzznotaword")
     assert "not one of the" in page.locator("#sense-explorer").inner_text()
@@ -99,7 +115,10 @@ def test_explorer_in_the_chapter_output(browser, tmp_path):
     check_explorer(browser, page_from_notebook(tmp_path))
 
 
-@pytest.mark.skipif(not BUILT_PAGE.exists(), reason="the book is not built (_build/html): "
-                    "run `jupyter-book build .` to check the built page too")
+@pytest.mark.skipif(
+    not BUILT_PAGE.exists(),
+    reason="the book is not built (_build/html): "
+    "run `jupyter-book build .` to check the built page too",
+)
 def test_explorer_in_the_built_book(browser):
     check_explorer(browser, BUILT_PAGE, offline=False)
