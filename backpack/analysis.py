@@ -25,11 +25,11 @@ from .model import BackpackLM, LanguageModel
 
 # %% auto #0
 __all__ = ['FUNCTION_WORDS', 'GENDERED_PRONOUNS', 'WORDSIM_DIR', 'BENCHMARKS', 'PAPER_SIMILARITY', 'EXPLORER_DATA_NAME',
-           'EXPLORER_SCRIPT', 'WordNotInVocabulary', 'check_backpack', 'check_token_id', 'evaluating',
-           'sense_projections', 'visible', 'token_text', 'word_pieces', 'word_id', 'sense_table', 'style_sense_table',
-           'sense_overview', 'contributions', 'top_contributions', 'plot_contributions', 'contextualization_summary',
-           'plot_contextualization', 'token_properties', 'same_word', 'nearest_neighbours', 'vocabulary_senses',
-           'top_projected', 'sense_roles', 'frequent_words', 'plot_sense_roles', 'specialisations',
+           'EXPLORER_DATA_URL', 'EXPLORER_SCRIPT', 'WordNotInVocabulary', 'check_backpack', 'check_token_id',
+           'evaluating', 'sense_projections', 'visible', 'token_text', 'word_pieces', 'word_id', 'sense_table',
+           'style_sense_table', 'sense_overview', 'contributions', 'top_contributions', 'plot_contributions',
+           'contextualization_summary', 'plot_contextualization', 'token_properties', 'same_word', 'nearest_neighbours',
+           'vocabulary_senses', 'top_projected', 'sense_roles', 'frequent_words', 'plot_sense_roles', 'specialisations',
            'BenchmarkFormatError', 'read_word_pairs', 'spearman', 'word_vectors', 'similarity_scores', 'coverage',
            'sense_explorer_widget', 'explorer_data', 'write_explorer_data', 'read_explorer_data', 'explorer_html']
 
@@ -700,6 +700,8 @@ def sense_explorer_widget(model: BackpackLM, tokenizer: Tokenizer, top: int = 6)
 
 # %% ../book/08_analysis.ipynb #cdf01d9f
 EXPLORER_DATA_NAME: str = "sense_explorer_data.js"
+# where the built page finds it: book/_static is copied to _build/html/_static
+EXPLORER_DATA_URL: str = f"../_static/{EXPLORER_DATA_NAME}"
 
 
 def explorer_data(
@@ -798,7 +800,7 @@ EXPLORER_SCRIPT: str = r"""
 
 
 def explorer_html(
-    data_url: str = f"../_static/{EXPLORER_DATA_NAME}", word: str = "nurse"
+    data_url: str = EXPLORER_DATA_URL, word: str = "nurse"
 ) -> str:
     """A self-contained HTML explorer; a script tag loads its data from data_url."""
     style = (
