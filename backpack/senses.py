@@ -52,7 +52,7 @@ class NoMixBlock(nn.Module):
 class SenseNetwork(nn.Module):
     """Maps token embeddings (..., n, d) to k sense vectors per token, (..., k, n, d).
 
-    Every position is processed independently, so a token's senses depend on its id alone.
+    Every position is processed independently: a token's senses depend on its id alone.
     """
 
     def __init__(self, n_embd: int, num_senses: int, intermediate_scale: int = 4,
@@ -62,14 +62,15 @@ class SenseNetwork(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.ln = nn.LayerNorm(n_embd, eps=eps)  # LN_a
         self.block = NoMixBlock(n_embd, dropout, eps)
-        self.final_mlp = MLP(n_embd, intermediate_scale * n_embd, num_senses * n_embd, dropout)
+        self.final_mlp = MLP(n_embd, intermediate_scale * n_embd,
+                             num_senses * n_embd, dropout)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         residual = self.dropout(embeddings)                    # r0: (b, n, d)
         hidden = self.block(self.ln(residual), residual)       # h2: (b, n, d)
         senses = self.final_mlp(hidden)                        # (b, n, k*d)
         *lead, n, _ = senses.shape
-        senses = senses.view(*lead, n, self.num_senses, self.n_embd)  # (b, n, k, d)
+        senses = senses.view(*lead, n, self.num_senses, self.n_embd)  # (b,n,k,d)
         return senses.transpose(-3, -2)                        # (b, k, n, d)
 
 # %% ../book/02_senses.ipynb #0a68f4ee
