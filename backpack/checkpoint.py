@@ -6,29 +6,41 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .model import BackpackConfig, BackpackLM, LanguageModel, TransformerLM
+from .weights import ConfigError
 
 # %% auto #0
-__all__ = ['PREFIXES', 'CONV1D_LAYERS', 'IGNORED_SUFFIXES', 'ALIASES', 'ARCHITECTURES', 'BOOK_FIELDS', 'is_conv1d',
-           'model_type_of', 'to_public_key', 'to_public_state_dict', 'from_public_state_dict', 'config_to_json',
-           'config_from_json', 'atomic_write', 'save_pretrained', 'read_weights', 'load_state', 'load_pretrained']
+__all__ = ['PREFIXES', 'CONV1D_LAYERS', 'IGNORED_SUFFIXES', 'ALIASES', 'ARCHITECTURES', 'AUTO_MAP', 'BOOK_FIELDS',
+           'REQUIRED_FIELDS', 'GPT2_USUAL', 'is_conv1d', 'layout_of', 'to_public_key', 'to_public_state_dict',
+           'resolve_aliases', 'from_public_state_dict', 'config_to_json', 'layout_from_json', 'CheckpointError',
+           'check_supported', 'config_from_json', 'default_mode', 'atomic_write', 'replaced_folder', 'recover_folders',
+           'write_pretrained', 'save_pretrained', 'read_config', 'read_weights', 'load_state', 'load_pretrained']
 
 # %% ../book/06_checkpoints.ipynb #0d45857d
-PREFIXES = {  # model_type -> [(our prefix, public prefix)]
-    "backpack-gpt2": [("transformer.", "backpack.gpt2_model."),
-                      ("sense_network.", "backpack.sense_network."),
-                      ("sense_weight_net.", "backpack.sense_weight_net.")],
+PREFIXES = {  # layout -> [(our prefix, public prefix)]
+    "backpack": [("transformer.", "backpack.gpt2_model."),
+                 ("sense_network.", "backpack.sense_network."),
+                 ("sense_weight_net.", "backpack.sense_weight_net.")],
     "gpt2": [("transformer.", "transformer.")],
 }
 CONV1D_LAYERS = ("c_attn", "c_proj", "c_fc")          # stored [in, out] in GPT-2's Conv1D
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # GPT-2's causal-mask buffers, not weights
-ALIASES = ("lm_head.weight", "backpack.word_embeddings.weight", "backpack.position_embeddings.weight")
+ALIASES = {  # layout -> {alias: the key it repeats}
+    "backpack": {"lm_head.weight": "backpack.gpt2_model.wte.weight",
+                 "backpack.word_embeddings.weight": "backpack.gpt2_model.wte.weight",
+                 "backpack.position_embeddings.weight": "backpack.gpt2_model.wpe.weight"},
+    "gpt2": {"lm_head.weight": "transformer.wte.weight"},
+}
 
 
 def is_conv1d(our_key: str) -> bool:
@@ -37,126 +49,250 @@ def is_conv1d(our_key: str) -> bool:
     return kind == "weight" and layer in CONV1D_LAYERS and not our_key.startswith("sense_weight_net.")
 
 
-def model_type_of(model: LanguageModel) -> str:
-    """The public model_type of a model: 'backpack-gpt2' or 'gpt2'."""
+def layout_of(model: LanguageModel) -> str:
+    """The key layout of a model: 'backpack' or 'gpt2'."""
     if isinstance(model, BackpackLM):
-        return "backpack-gpt2"
+        return "backpack"
     if isinstance(model, TransformerLM):
         return "gpt2"
     raise TypeError(f"cannot save a {type(model).__name__}: expected a BackpackLM or a TransformerLM")
 
 # %% ../book/06_checkpoints.ipynb #71515bab
-def to_public_key(our_key: str, model_type: str) -> str:
+def to_public_key(our_key: str, layout: str) -> str:
     """Our parameter name -> the public checkpoint's."""
-    for ours, public in PREFIXES[model_type]:
+    for ours, public in PREFIXES[layout]:
         if our_key.startswith(ours):
             return public + our_key[len(ours):]
-    raise KeyError(f"parameter {our_key!r} has no place in the {model_type} format")
+    raise KeyError(f"parameter {our_key!r} has no place in the {layout} layout")
 
 
-def to_public_state_dict(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
+def to_public_state_dict(state: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
     """Our state dict -> public names, Conv1D weights transposed to [in, out]."""
-    return {to_public_key(key, model_type): (value.t() if is_conv1d(key) else value).contiguous()
+    return {to_public_key(key, layout): (value.t() if is_conv1d(key) else value).contiguous()
             for key, value in state.items()}
 
 
-def from_public_state_dict(public: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
-    """Public names -> ours, Conv1D weights transposed back to [out, in]; aliases and buffers dropped."""
+def resolve_aliases(public: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+    """Drop aliases and mask buffers; an alias fills in the key it repeats when that is absent."""
+    out = {k: v for k, v in public.items()
+           if k not in ALIASES[layout] and not k.endswith(IGNORED_SUFFIXES)}
+    for alias, key in ALIASES[layout].items():
+        if alias in public and key not in out:
+            out[key] = public[alias]
+    return out
+
+
+def from_public_state_dict(public: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+    """Public names -> ours, Conv1D weights transposed back to [out, in]."""
     ours = {}
-    for key, value in public.items():
-        if key in ALIASES or key.endswith(IGNORED_SUFFIXES):
-            continue
-        for our_prefix, public_prefix in PREFIXES[model_type]:
+    for key, value in resolve_aliases(public, layout).items():
+        for our_prefix, public_prefix in PREFIXES[layout]:
             if key.startswith(public_prefix):
                 our_key = our_prefix + key[len(public_prefix):]
                 ours[our_key] = value.t() if is_conv1d(our_key) else value
                 break
         else:
-            raise KeyError(f"checkpoint key {key!r} is not part of the {model_type} format")
+            raise KeyError(f"checkpoint key {key!r} is not part of the {layout} layout")
     return ours
 
 # %% ../book/06_checkpoints.ipynb #f140def7
-ARCHITECTURES = {"backpack-gpt2": "BackpackGPT2LMHeadModel", "gpt2": "GPT2LMHeadModel"}
+ARCHITECTURES = {"backpack": "BackpackGPT2LMHeadModel", "gpt2": "GPT2LMHeadModel"}
+AUTO_MAP = {"AutoConfig": "configuration_backpack_gpt2.BackpackGPT2Config",
+            "AutoModelForCausalLM": "modeling_backpack_gpt2.BackpackGPT2LMHeadModel"}
 BOOK_FIELDS = ("sense_dedup", "divide_by_senses", "attention_backend")
+REQUIRED_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+GPT2_USUAL = {  # GPT-2's keys that do not change our architecture, with the public values
+    "n_inner": None, "activation_function": "gelu_new", "scale_attn_weights": True,
+    "reorder_and_upcast_attn": False, "initializer_range": 0.02, "bos_token_id": 50256,
+    "eos_token_id": 50256, "summary_type": "cls_index", "summary_use_proj": True,
+    "summary_activation": None, "summary_proj_to_labels": True, "summary_first_dropout": 0.1,
+    "use_cache": True, "tie_word_embeddings": True}
 
 
-def config_to_json(config: BackpackConfig, model_type: str) -> dict:
+def config_to_json(config: BackpackConfig, layout: str) -> dict:
     """The public config.json of a model."""
-    out = {"model_type": model_type, "architectures": [ARCHITECTURES[model_type]],
+    out = {"model_type": "gpt2", "architectures": [ARCHITECTURES[layout]], **GPT2_USUAL,
            "vocab_size": config.vocab_size, "n_positions": config.n_positions,
-           "n_ctx": config.n_positions, "n_embd": config.n_embd, "n_layer": config.n_layer,
-           "n_head": config.n_head, "n_inner": None, "activation_function": "gelu_new",
-           "layer_norm_epsilon": config.layer_norm_epsilon,
-           "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
-           "scale_attn_weights": True,
-           "scale_attn_by_inverse_layer_idx": config.scale_attn_by_inverse_layer_idx,
-           "tie_word_embeddings": True}
-    if model_type == "backpack-gpt2":
-        out.update(num_senses=config.num_senses,
+           "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head,
+           "layer_norm_epsilon": config.layer_norm_epsilon, "resid_pdrop": config.dropout,
+           "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
+           "scale_attn_by_inverse_layer_idx": config.scale_attn_by_inverse_layer_idx}
+    if layout == "backpack":
+        out.update(auto_map=AUTO_MAP, num_senses=config.num_senses,
                    sense_intermediate_scale=config.sense_intermediate_scale)
     out["backpack_book"] = {name: getattr(config, name) for name in BOOK_FIELDS}
-    return out
+    return dict(sorted(out.items()))
 
 
-def config_from_json(values: dict) -> tuple[BackpackConfig, str]:
-    """Parse a public config.json into (our config, model_type); refuse what we cannot honour."""
-    model_type = values.get("model_type", "backpack-gpt2" if "num_senses" in values else "gpt2")
-    if model_type not in PREFIXES:
-        raise ValueError(f"config.json has model_type {model_type!r}; expected one of {sorted(PREFIXES)}")
-    for key, supported in [("activation_function", ("gelu_new",)), ("n_inner", (None,)),
-                           ("scale_attn_weights", (True,)), ("add_cross_attention", (False,))]:
-        if values.get(key, supported[0]) not in supported:
-            raise ValueError(f"config.json sets {key}={values[key]!r}; this implementation supports "
-                             f"only {supported[0]!r}")
-    config = BackpackConfig(
-        vocab_size=values["vocab_size"], n_positions=values["n_positions"], n_embd=values["n_embd"],
-        n_layer=values["n_layer"], n_head=values["n_head"],
-        dropout=values.get("resid_pdrop", 0.0),
-        layer_norm_epsilon=values.get("layer_norm_epsilon", 1e-5),
-        scale_attn_by_inverse_layer_idx=values.get("scale_attn_by_inverse_layer_idx", False),
-        num_senses=values.get("num_senses", 16),
-        sense_intermediate_scale=values.get("sense_intermediate_scale", 4),
-        **{k: v for k, v in values.get("backpack_book", {}).items() if k in BOOK_FIELDS})
-    return config, model_type
+def layout_from_json(values: dict) -> str:
+    """'backpack' or 'gpt2', by architectures, then num_senses, then the old model_type."""
+    architectures = values.get("architectures") or []
+    if ARCHITECTURES["backpack"] in architectures or "num_senses" in values:
+        return "backpack"
+    if values.get("model_type") == "backpack-gpt2":   # configs written before the public shape
+        return "backpack"
+    if values.get("model_type", "gpt2") == "gpt2":
+        return "gpt2"
+    raise ValueError(f"model_type {values['model_type']!r} with architectures {architectures} is "
+                     f"neither a Backpack nor a GPT-2: this loader reads only those two")
 
 # %% ../book/06_checkpoints.ipynb #9b7ebb69
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or does not fit; the message names the file."""
+
+
+def check_supported(values: dict, source: str) -> None:
+    """Refuse GPT-2 options that this implementation does not have."""
+    for key in ("activation_function", "n_inner", "scale_attn_weights", "reorder_and_upcast_attn"):
+        if values.get(key, GPT2_USUAL[key]) != GPT2_USUAL[key]:
+            raise CheckpointError(f"{source} sets {key}={values[key]!r}; this implementation "
+                                  f"supports only {GPT2_USUAL[key]!r}")
+    if values.get("add_cross_attention", False):
+        raise CheckpointError(f"{source} sets add_cross_attention=true, which this implementation "
+                              f"does not have")
+    rates = {k: values[k] for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop") if k in values}
+    if len(set(rates.values())) > 1:
+        raise CheckpointError(f"{source} has different dropout rates {rates}; this model uses one: "
+                              f"set all three to the same value")
+
+
+def config_from_json(values: dict, source: str = "config.json") -> tuple[BackpackConfig, str]:
+    """Parse a public config.json into (our config, layout); refuse what we cannot honour."""
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{source} holds a JSON {type(values).__name__}, not an object "
+                              f"(a dict of fields): is it a config.json?")
+    missing = [key for key in REQUIRED_FIELDS if key not in values]
+    if missing:
+        raise CheckpointError(f"{source} lacks the field(s) {missing}: a GPT-2 config.json needs "
+                              f"{list(REQUIRED_FIELDS)}")
+    layout = layout_from_json(values)
+    check_supported(values, source)
+    book = values.get("backpack_book", {})
+    try:
+        config = BackpackConfig(
+            **{key: values[key] for key in REQUIRED_FIELDS},
+            dropout=values.get("resid_pdrop", 0.0),
+            layer_norm_epsilon=values.get("layer_norm_epsilon", 1e-5),
+            scale_attn_by_inverse_layer_idx=values.get("scale_attn_by_inverse_layer_idx", False),
+            num_senses=values.get("num_senses", 16),
+            sense_intermediate_scale=values.get("sense_intermediate_scale", 4),
+            **{k: v for k, v in book.items() if k in BOOK_FIELDS})
+    except ConfigError as err:
+        raise CheckpointError(f"{source}: {err}") from err
+    return config, layout
+
+# %% ../book/06_checkpoints.ipynb #b3bfb60b
+def default_mode(directory: bool = False) -> int:
+    """The permissions a new file (or folder) gets under the process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path to path atomically."""
+    """Call write(tmp_path), give the file default permissions, rename it to path atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+@contextmanager
+def replaced_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a new empty folder; when the block succeeds it replaces path in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        yield tmp
+        for item in [tmp, *tmp.rglob("*")]:
+            os.chmod(item, default_mode(item.is_dir()))
+        aside = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        if path.exists():
+            os.rename(path, aside)
+        os.rename(tmp, path)
+        shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+# %% ../book/06_checkpoints.ipynb #b8ad5f99
+def recover_folders(folder: str | Path) -> list[str]:
+    """Remove stale temporaries in folder; put back a folder moved aside whose swap never finished.
+
+    Returns what it did, one line per item.
+    """
+    folder, done = Path(folder), []
+    if not folder.is_dir():
+        return done
+    for item in sorted(folder.glob(".*.old-*")):
+        target = folder / item.name[1:].rsplit(".old-", 1)[0]
+        if target.exists():
+            shutil.rmtree(item, ignore_errors=True)
+            done.append(f"removed {item.name}")
+        else:
+            os.rename(item, target)
+            done.append(f"restored {target.name} from {item.name}")
+    for item in sorted([*folder.glob(".*.tmp-*"), *folder.glob(".*.tmp")]):
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+        done.append(f"removed {item.name}")
+    return done
+
+# %% ../book/06_checkpoints.ipynb #7ee39dbc
+def write_pretrained(model: LanguageModel, folder: Path, dtype: torch.dtype | None = None) -> None:
+    """Write folder/config.json and folder/model.safetensors (folder exists, is being built)."""
+    layout = layout_of(model)
+    state = {k: v.detach().to("cpu", dtype or v.dtype) for k, v in model.state_dict().items()}
+    public = to_public_state_dict(state, layout)
+    save_file(public, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = config_to_json(model.config, layout)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
 def save_pretrained(model: LanguageModel, path: str | Path, dtype: torch.dtype | None = None) -> None:
-    """Write path/config.json and path/model.safetensors in the public layout.
+    """Save config.json and model.safetensors into the folder path, replacing it as a whole.
 
     dtype: store the weights in this dtype (e.g. torch.float16 to halve the file); default: as is.
     """
-    path = Path(path)
-    model_type = model_type_of(model)
-    state = {k: v.detach().to("cpu", dtype or v.dtype) for k, v in model.state_dict().items()}
-    public = to_public_state_dict(state, model_type)
-    config = json.dumps(config_to_json(model.config, model_type), indent=2) + "\n"
-    atomic_write(path / "model.safetensors",
-                 lambda tmp: save_file(public, str(tmp), metadata={"format": "pt"}))
-    atomic_write(path / "config.json", lambda tmp: tmp.write_text(config))
+    with replaced_folder(path) as folder:
+        write_pretrained(model, folder, dtype)
 
-# %% ../book/06_checkpoints.ipynb #b3bfb60b
+# %% ../book/06_checkpoints.ipynb #7bd2b57b
+def read_config(path: Path) -> tuple[BackpackConfig, str]:
+    """The (config, layout) of a checkpoint folder's config.json."""
+    file = path / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found: a checkpoint folder holds config.json and "
+                                f"model.safetensors (see save_pretrained)")
+    try:
+        values = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{file} is not valid JSON ({err}): the file is damaged; save the "
+                              f"model again or restore the file") from err
+    return config_from_json(values, str(file))
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint folder (safetensors preferred; .bin read with weights_only)."""
-    if (path / "model.safetensors").exists():
-        return load_file(str(path / "model.safetensors"))
-    if (path / "pytorch_model.bin").exists():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path}: "
-                            f"is this a folder written by save_pretrained?")
+    safetensors, pickle = path / "model.safetensors", path / "pytorch_model.bin"
+    file = safetensors if safetensors.exists() else pickle
+    if not file.exists():
+        raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path}: "
+                                f"is this a folder written by save_pretrained?")
+    try:
+        if file == safetensors:
+            return load_file(str(file))
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors, pickle and zip each raise their own error types
+        raise CheckpointError(f"cannot read {file}: {type(err).__name__}: {err}. The file is "
+                              f"truncated, corrupt or not a weights file; save or copy it "
+                              f"again") from err
 
 
 def load_state(model: LanguageModel, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -175,18 +311,21 @@ def load_state(model: LanguageModel, state: dict[str, torch.Tensor], source: str
                              f"with another config")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
 
-
+# %% ../book/06_checkpoints.ipynb #e51cf0bc
 def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32,
-                    device: str | torch.device = "cpu") -> LanguageModel:
-    """Load a BackpackLM or TransformerLM from a folder in the public layout."""
+                    device: str | torch.device = "cpu", dropout: float | None = None
+                    ) -> LanguageModel:
+    """Load a BackpackLM or TransformerLM from a folder in the public layout, in eval mode.
+
+    dropout: replace the config's dropout rate (it only acts in train mode, when fine-tuning).
+    """
     path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path / 'config.json'} not found: a checkpoint folder holds "
-                                f"config.json and model.safetensors (see save_pretrained)")
-    config, model_type = config_from_json(json.loads((path / "config.json").read_text()))
-    model_class = BackpackLM if model_type == "backpack-gpt2" else TransformerLM
+    config, layout = read_config(path)
+    if dropout is not None:
+        config = BackpackConfig(**{**config.to_dict(), "dropout": dropout})
+    model_class = BackpackLM if layout == "backpack" else TransformerLM
     with torch.device("meta"):  # no memory, no init: every tensor is about to be overwritten
         model = model_class(config)
     model = model.to_empty(device="cpu")
-    load_state(model, from_public_state_dict(read_weights(path), model_type), source=str(path))
+    load_state(model, from_public_state_dict(read_weights(path), layout), source=str(path))
     return model.to(device=device, dtype=dtype).eval()

@@ -44,7 +44,8 @@ PathLike = Union[str, os.PathLike]
 __all__ = ['REPO_DIR', 'DATA_DIR', 'CACHE_DIR', 'CORPUS_DIR', 'CORPUS_FILES', 'MANIFEST_PATH', 'EOT', 'TOKENIZER_PATH',
            'GPT2_DIR', 'PathLike', 'DataError', 'corpus_path', 'read_text', 'load_text', 'byte_level_bpe',
            'text_chunks', 'train_tokenizer_from_texts', 'train_tokenizer', 'tokenizer_json', 'tokenizer_fingerprint',
-           'load_tokenizer', 'load_gpt2_tokenizer', 'encode_corpus', 'load_tokens', 'batch_at', 'get_batch']
+           'load_tokenizer', 'load_gpt2_tokenizer', 'encode_corpus', 'read_token_file', 'load_tokens', 'check_size',
+           'batch_at', 'get_batch']
 
 # %% ../book/01_data.ipynb #5e95d2fd
 class DataError(ValueError):
@@ -165,7 +166,12 @@ def load_tokenizer(path: PathLike = TOKENIZER_PATH) -> Tokenizer:
     if not path.is_file():
         raise DataError(f"tokenizer file {path} not found: run book/01_data.ipynb, which trains it and saves it "
                         f"(`train_tokenizer('train').save(str(path))`), or restore it from git")
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # the tokenizers library raises a bare Exception on a bad file
+        raise DataError(f"tokenizer file {path} cannot be read ({err}): it is truncated or not a "
+                        f"tokenizer saved with `Tokenizer.save`; restore it from git or save it "
+                        f"again") from err
 
 # %% ../book/01_data.ipynb #68d6dbba
 def load_gpt2_tokenizer(encoder_json: PathLike = GPT2_DIR / "encoder.json",
@@ -215,12 +221,24 @@ def encode_corpus(split: PathLike, tokenizer: Tokenizer | None = None, cache_dir
     return out
 
 
+def read_token_file(path: PathLike) -> np.memmap:
+    """A flat uint16 token file as a read-only memmap, checked: present, not empty, whole tokens."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"token file {path} not found: write one with encode_corpus, or "
+                        f"`np.asarray(ids, dtype=np.uint16).tofile(path)`")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"token file {path} is empty: delete it and call encode_corpus again")
+    if size % 2:
+        raise DataError(f"token file {path} has {size} bytes, an odd number, so it is not a whole "
+                        f"number of uint16 tokens: it is truncated; delete it and encode again")
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
 def load_tokens(split: PathLike, tokenizer: Tokenizer | None = None, cache_dir: PathLike = CACHE_DIR) -> np.memmap:
     """The token ids of a split as a read-only uint16 memmap, encoding the split on first use."""
-    path = encode_corpus(split, tokenizer, cache_dir)
-    if path.stat().st_size == 0:
-        raise DataError(f"token file {path} is empty: delete it and call encode_corpus again")
-    return np.memmap(path, dtype=np.uint16, mode="r")
+    return read_token_file(encode_corpus(split, tokenizer, cache_dir))
 
 # %% ../book/01_data.ipynb #b914600f
 def _name(tokens: np.ndarray) -> str:
@@ -229,9 +247,16 @@ def _name(tokens: np.ndarray) -> str:
     return f"token file {filename}" if filename else "the token array"
 
 
+def check_size(name: str, value) -> None:
+    """Refuse a batch_size or block_size that is not an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+
+
 def batch_at(tokens: np.ndarray, offsets: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs `x = tokens[o : o+T]` and targets `y = tokens[o+1 : o+1+T]` for each offset `o` (T = block_size),
     as int64 tensors of shape (batch, T)."""
+    check_size("block_size", block_size)
     if len(tokens) < block_size + 1:
         raise DataError(f"{_name(tokens)} has {len(tokens)} tokens, fewer than one block of {block_size} + 1: "
                         f"use a smaller block_size or a bigger corpus")
@@ -247,6 +272,8 @@ def get_batch(split: PathLike, batch_size: int, block_size: int, *, generator: t
               device: str | torch.device = "cpu", tokens: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A random batch `(x, y)` of shape (batch_size, block_size) from a split (or from `tokens` if given);
     the same seeded `generator` gives the same batches."""
+    check_size("batch_size", batch_size)
+    check_size("block_size", block_size)
     tokens = load_tokens(split) if tokens is None else tokens
     if len(tokens) < block_size + 2:
         raise DataError(f"{_name(tokens)} has {len(tokens)} tokens, too few for a block of {block_size} + 1 "

@@ -5,34 +5,44 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+try:
+    import fcntl          # POSIX file locks; without them (Windows) runs are not locked
+except ImportError:
+    fcntl = None
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from backpack.checkpoint import (
-    atomic_write, from_public_state_dict, load_pretrained, load_state, model_type_of, read_weights,
-    save_pretrained)
-from .data import DATA_DIR, batch_at, load_tokens
+from .checkpoint import (
+    CheckpointError, atomic_write, from_public_state_dict, layout_of, load_pretrained, load_state,
+    read_weights, recover_folders, replaced_folder, save_pretrained, write_pretrained)
+from .data import DATA_DIR, batch_at, load_tokens, read_token_file
 from .model import BackpackConfig, BackpackLM, LanguageModel, TransformerLM
+from .weights import ConfigError, check_choice, check_int, check_number
 
 # %% auto #0
-__all__ = ['EVAL_SLICE_TOKENS', 'TrainConfig', 'configure_optimizer', 'learning_rate_at', 'distributed_context', 'next_batch',
-           'evaluate', 'evaluate_tokens', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'TrainingDiverged',
-           'TrainResult', 'format_metrics', 'resolve_device', 'autocast_for', 'train', 'plot_curves', 'read_metrics',
-           'build_model', 'device_name', 'parse_args', 'main', 'trained_model_dir', 'load_trained', 'read_results',
-           'results_table']
+__all__ = ['DECAYS', 'DTYPES', 'RUN_FILES', 'EXACT_FIELDS', 'EVAL_SLICE_TOKENS', 'TrainConfig', 'check_train_config',
+           'check_device', 'configure_optimizer', 'learning_rate_at', 'distributed_context', 'next_batch', 'evaluate',
+           'evaluate_tokens', 'check_finite', 'save_checkpoint', 'list_checkpoints', 'latest_checkpoint',
+           'read_trainer_state', 'load_checkpoint', 'RunLocked', 'run_lock', 'prepare_out_dir', 'token_fingerprint',
+           'check_resume', 'cut_metrics', 'TrainingDiverged', 'divergence_message', 'optimizer_step', 'TrainResult',
+           'perplexity', 'format_metrics', 'resolve_device', 'autocast_for', 'check_run', 'start_run', 'train',
+           'plot_curves', 'read_metrics', 'build_model', 'device_name', 'parse_args', 'model_from_args',
+           'write_results', 'main', 'cli', 'trained_model_dir', 'load_trained', 'read_results', 'results_table']
 
 # %% ../book/07_training.ipynb #3c8f8efe
 @dataclass
@@ -49,7 +59,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0              # clip the global gradient norm to this (0: no clipping)
     eval_interval: int = 200            # validate every this many steps (and at the end)
     eval_batches: int = 20              # batches of validation data per evaluation
     log_interval: int = 50
@@ -59,9 +69,15 @@ class TrainConfig:
     compile: bool = False               # torch.compile the model
     out_dir: str | None = None          # checkpoints and metrics go here
     checkpoint_interval: int = 0        # also checkpoint every this many steps (0: only at the end)
+    keep_checkpoints: int = 2           # keep the newest this many checkpoints
     resume: bool = False                # continue from out_dir's latest checkpoint
+    overwrite: bool = False             # replace a run already in out_dir
+    allow_config_change: bool = False   # resume even if a setting that breaks exactness changed
     stop_after: int | None = None       # stop (with a checkpoint) after this step, keeping the schedule
     progress: bool = True               # a tqdm bar
+
+    def __post_init__(self):
+        check_train_config(self)
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-batches per optimizer step, so that each step sees tokens_per_step tokens."""
@@ -72,6 +88,50 @@ class TrainConfig:
             raise ValueError(f"tokens_per_step={self.tokens_per_step} is not a multiple of batch_size x "
                              f"block_size x processes = {per_micro}: change one of them")
         return self.tokens_per_step // per_micro
+
+# %% ../book/07_training.ipynb #59e8009b
+DECAYS = ("cosine", "linear")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def check_train_config(c: TrainConfig) -> None:
+    """Raise ConfigError naming the first field of a TrainConfig that is out of range."""
+    owner = "TrainConfig"
+    for name in ("max_steps", "batch_size", "block_size", "eval_interval", "eval_batches",
+                 "log_interval", "keep_checkpoints"):
+        check_int(owner, name, getattr(c, name))
+    for name in ("warmup_steps", "seed", "checkpoint_interval"):
+        check_int(owner, name, getattr(c, name), minimum=0)
+    for name in ("tokens_per_step", "stop_after"):
+        if getattr(c, name) is not None:
+            check_int(owner, name, getattr(c, name))
+    check_number(owner, "learning_rate", c.learning_rate, 0.0, low_open=True)
+    check_number(owner, "min_lr_ratio", c.min_lr_ratio, 0.0, 1.0)
+    check_number(owner, "weight_decay", c.weight_decay, 0.0)
+    check_number(owner, "beta1", c.beta1, 0.0, 1.0, high_open=True)
+    check_number(owner, "beta2", c.beta2, 0.0, 1.0, high_open=True)
+    check_number(owner, "grad_clip", c.grad_clip, 0.0)
+    check_choice(owner, "decay", c.decay, DECAYS)
+    check_choice(owner, "dtype", c.dtype, DTYPES)
+    for name in ("compile", "resume", "overwrite", "allow_config_change", "progress"):
+        check_choice(owner, name, getattr(c, name), (True, False))
+    check_device(c.device)
+    if c.resume and c.overwrite:
+        raise ConfigError("TrainConfig: resume=True and overwrite=True exclude each other: "
+                          "continue the run in out_dir (resume) or replace it (overwrite)")
+
+
+def check_device(device) -> None:
+    """Refuse a device string that torch cannot parse ('auto' is ours)."""
+    if not isinstance(device, str):
+        raise ConfigError(f"TrainConfig.device must be a string such as 'auto', 'cpu' or "
+                          f"'cuda:0'; got {device!r}")
+    if device != "auto":
+        try:
+            torch.device(device)
+        except RuntimeError as err:
+            raise ConfigError(f"TrainConfig.device={device!r} is not a device: use 'auto', "
+                              f"'cpu', 'cuda' or 'cuda:N' ({err})") from err
 
 # %% ../book/07_training.ipynb #17307886
 def configure_optimizer(model: nn.Module, config: TrainConfig, device_type: str) -> torch.optim.AdamW:
@@ -148,36 +208,62 @@ def evaluate_tokens(model: nn.Module, tokens: np.ndarray, block_size: int, max_t
     return total / count
 
 # %% ../book/07_training.ipynb #51590432
+def check_finite(model: LanguageModel, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Raise TrainingDiverged if a weight or an optimizer moment is NaN or infinite."""
+    tensors = dict(model.state_dict())
+    for index, state in enumerate(optimizer.state.values()):
+        tensors.update({f"optimizer.{index}.{k}": v for k, v in state.items()
+                        if isinstance(v, torch.Tensor)})
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TrainingDiverged(f"{name} holds NaN or infinite values at step {step}: "
+                                   f"this state is not saved")
+
+
 def save_checkpoint(out_dir: Path, model: LanguageModel, optimizer: torch.optim.Optimizer, step: int,
-                    generator: torch.Generator, config: TrainConfig) -> Path:
-    """Write out_dir/checkpoints/step-N/ and point out_dir/checkpoints/latest at it."""
+                    generator: torch.Generator, config: TrainConfig, facts: dict | None = None
+                    ) -> Path:
+    """Write out_dir/checkpoints/step-N/ as a whole, then prune the older ones."""
+    check_finite(model, optimizer, step)
     root = Path(out_dir) / "checkpoints"
-    folder = root / f"step-{step:06d}"
-    if folder.exists():
-        shutil.rmtree(folder)
-    save_pretrained(model, folder)
     state = {"step": step, "optimizer": optimizer.state_dict(), "data_generator": generator.get_state(),
-             "torch_rng": torch.get_rng_state(), "config": asdict(config),
+             "torch_rng": torch.get_rng_state(), "config": asdict(config), "facts": facts or {},
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    atomic_write(folder / "trainer_state.pt", lambda tmp: torch.save(state, tmp))
-    atomic_write(root / "latest", lambda tmp: tmp.write_text(folder.name + "\n"))
-    for old in root.glob("step-*"):
-        if old != folder:
-            shutil.rmtree(old, ignore_errors=True)
-    return folder
+    with replaced_folder(root / f"step-{step:06d}") as folder:
+        write_pretrained(model, folder)
+        torch.save(state, folder / "trainer_state.pt")
+    for old in list_checkpoints(out_dir)[:-config.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+    return root / f"step-{step:06d}"
+
+
+def list_checkpoints(out_dir: str | Path) -> list[Path]:
+    """The complete checkpoint folders of out_dir, oldest first."""
+    root = Path(out_dir) / "checkpoints"
+    return sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file())
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The folder that out_dir/checkpoints/latest points at, or None."""
-    pointer = Path(out_dir) / "checkpoints" / "latest"
-    return pointer.parent / pointer.read_text().strip() if pointer.exists() else None
+    """The newest complete checkpoint folder of out_dir, or None."""
+    folders = list_checkpoints(out_dir)
+    return folders[-1] if folders else None
+
+# %% ../book/07_training.ipynb #7fcf2f53
+def read_trainer_state(folder: Path) -> dict:
+    """The trainer_state.pt of a checkpoint folder, read without running pickled code."""
+    file = Path(folder) / "trainer_state.pt"
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated zip, a bad pickle: name the file
+        raise CheckpointError(f"cannot read {file}: {type(err).__name__}: {err}. Delete this "
+                              f"checkpoint folder to resume from the one before it") from err
 
 
 def load_checkpoint(folder: Path, model: LanguageModel, optimizer: torch.optim.Optimizer,
                     generator: torch.Generator) -> int:
     """Restore model, optimizer, data generator and RNG states; return the step to continue from."""
-    load_state(model, from_public_state_dict(read_weights(folder), model_type_of(model)), str(folder))
-    state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+    load_state(model, from_public_state_dict(read_weights(folder), layout_of(model)), str(folder))
+    state = read_trainer_state(folder)
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["data_generator"])
     torch.set_rng_state(state["torch_rng"])
@@ -186,10 +272,151 @@ def load_checkpoint(folder: Path, model: LanguageModel, optimizer: torch.optim.O
     return state["step"]
 
 # %% ../book/07_training.ipynb #7e24b632
+class RunLocked(RuntimeError):
+    """Another process is training into the same out_dir."""
+
+
+_HELD_LOCKS: dict[Path, list] = {}   # folder -> [open lock file, depth]: re-entrant in one process
+
+
+@contextmanager
+def run_lock(out_dir: str | Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on out_dir/.lock for the block (no-op for None or without fcntl)."""
+    if out_dir is None or fcntl is None:
+        yield
+        return
+    folder = Path(out_dir).resolve()
+    if folder in _HELD_LOCKS:      # main() holds it around train(), which takes it again
+        _HELD_LOCKS[folder][1] += 1
+        try:
+            yield
+        finally:
+            _HELD_LOCKS[folder][1] -= 1
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        other = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunLocked(f"{folder} is in use by another training run (pid {other}): wait for it "
+                        f"to finish, stop it, or choose another --out-dir") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _HELD_LOCKS[folder] = [handle, 1]
+    try:
+        yield
+    finally:
+        del _HELD_LOCKS[folder]
+        handle.close()             # closing the file releases the lock
+
+# %% ../book/07_training.ipynb #1f57115c
+RUN_FILES = ("checkpoints", "metrics.jsonl", "model", "results.json", "curves.png")
+
+
+def prepare_out_dir(config: TrainConfig, say: Callable[[str], None]) -> None:
+    """Tidy out_dir; refuse one that holds a run unless resuming; empty it with overwrite."""
+    out = Path(config.out_dir)
+    for line in recover_folders(out) + recover_folders(out / "checkpoints"):
+        say(f"cleaned up after an interrupted run: {line}")
+    used = [name for name in RUN_FILES if (out / name).exists()]
+    if not used or config.resume:
+        return
+    if not config.overwrite:
+        raise FileExistsError(f"{out} already holds a run ({', '.join(used)}): pass --resume "
+                              f"(resume=True) to continue it, --overwrite (overwrite=True) to "
+                              f"replace it, or choose another --out-dir")
+    for name in used:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    say(f"overwrite: removed {', '.join(used)} from {out}")
+
+# %% ../book/07_training.ipynb #e846a66b
+EXACT_FIELDS = ("max_steps", "batch_size", "block_size", "tokens_per_step", "learning_rate",
+                "min_lr_ratio", "warmup_steps", "decay", "weight_decay", "beta1", "beta2",
+                "grad_clip", "seed")
+
+
+def token_fingerprint(tokens: np.ndarray) -> str:
+    """A cheap hash of a token array: its length, its ends and a strided sample."""
+    n, window = len(tokens), 1 << 16
+    sample = np.concatenate([tokens[:window], tokens[-window:], tokens[::max(1, n // window)]])
+    return f"{n}:{hashlib.sha256(np.ascontiguousarray(sample).tobytes()).hexdigest()[:16]}"
+
+
+def check_resume(state: dict, config: TrainConfig, facts: dict, folder: Path,
+                 say: Callable[[str], None]) -> None:
+    """Refuse to resume when a setting that exactness depends on changed (unless allowed)."""
+    saved = {**state["config"], **state.get("facts", {})}
+    now = {**asdict(config), **facts}
+    changed = {k: (saved[k], now[k]) for k in (*EXACT_FIELDS, *facts)
+               if k in saved and saved[k] != now[k]}
+    listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+    if config.max_steps < state["step"]:
+        raise ValueError(f"{folder} is at step {state['step']}, beyond max_steps="
+                         f"{config.max_steps}: there is nothing to train. To train further, raise "
+                         f"--max-steps above {state['step']} (with --allow-config-change, since "
+                         f"it stretches the learning-rate schedule)")
+    if changed and not config.allow_config_change:
+        raise ValueError(f"resuming {folder} with changed settings ({listed}) would not continue "
+                         f"the same run exactly: restore them, or pass --allow-config-change "
+                         f"(allow_config_change=True) to continue anyway")
+    if changed:
+        say(f"resuming with changed settings, as allowed: {listed}")
+    if config.max_steps == state["step"]:
+        say(f"{folder} is already at max_steps={config.max_steps}: nothing to train; to train "
+            f"further raise --max-steps (with --allow-config-change)")
+
+
+def cut_metrics(path: Path, step: int) -> list[dict]:
+    """Keep the entries of metrics.jsonl up to step (dropping half-written lines); return them."""
+    kept = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:   # the last line of a killed run may be cut short
+                continue
+            if isinstance(entry, dict) and entry.get("step", math.inf) <= step:
+                kept.append(entry)
+    atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(e) + "\n" for e in kept)))
+    return kept
+
+# %% ../book/07_training.ipynb #2353e972
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite."""
+    """The loss or the gradient norm became NaN or infinite."""
 
 
+def divergence_message(loss: float, grad_norm: float, step: int, config: TrainConfig) -> str:
+    """What went wrong at step, and how to go on from the last good checkpoint."""
+    kept = latest_checkpoint(config.out_dir) if config.out_dir else None
+    lower = f"--learning-rate {config.learning_rate / 2:g}"
+    if kept is None:
+        advice = (f"No checkpoint was written yet. Start again with a lower learning rate "
+                  f"({lower}) or a longer warmup (--warmup-steps {2 * config.warmup_steps or 100}).")
+    else:
+        advice = (f"Last good checkpoint: {kept}. Resume from it with a lower learning rate: "
+                  f"--resume --allow-config-change {lower}.")
+    return (f"the training loss became {loss} (gradient norm {grad_norm}) at step {step}; the step "
+            f"was not taken and nothing from it was saved. {advice}")
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_sum: torch.Tensor,
+                   config: TrainConfig, step: int) -> float:
+    """Clip, check that loss and gradient norm are finite, step, zero; return the loss."""
+    max_norm = config.grad_clip if config.grad_clip > 0 else math.inf  # inf: measure, no clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    loss, norm = torch.stack([loss_sum.float(), grad_norm.float().to(loss_sum.device)]).tolist()
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise TrainingDiverged(divergence_message(loss, norm, step, config))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+# %% ../book/07_training.ipynb #a592a151
 @dataclass
 class TrainResult:
     """What train() returns: the metrics logged and where things were written."""
@@ -198,6 +425,7 @@ class TrainResult:
     tokens_seen: int = 0
     wall_time_s: float = 0.0
     checkpoint: Path | None = None
+    resumed_at: int = 0                 # the step this run resumed from (0: a fresh run)
 
     @property
     def final_val_loss(self) -> float | None:
@@ -205,11 +433,16 @@ class TrainResult:
         return vals[-1] if vals else None
 
 
+def perplexity(loss: float) -> float:
+    """exp(loss), and infinity instead of an OverflowError for a huge (diverged) loss."""
+    return math.exp(loss) if loss < 700 else math.inf
+
+
 def format_metrics(m: dict) -> str:
     """One log line: step, losses, learning rate, throughput."""
     line = f"step {m['step']:5d} | loss {m['loss']:.4f}"
     if "val_loss" in m:
-        line += f" | val {m['val_loss']:.4f} (ppl {math.exp(m['val_loss']):.1f})"
+        line += f" | val {m['val_loss']:.4f} (ppl {perplexity(m['val_loss']):.1f})"
     return line + f" | lr {m['lr']:.2e} | {m['tokens_per_s']:,.0f} tok/s"
 
 
@@ -228,10 +461,52 @@ def autocast_for(config: TrainConfig, device: torch.device):
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[name]
     return lambda: torch.autocast(device.type, dtype=dtype)
 
+# %% ../book/07_training.ipynb #bd12d4a2
+def check_run(model: LanguageModel, config: TrainConfig, train_tokens: np.ndarray,
+              val_tokens: np.ndarray) -> None:
+    """Refuse data shorter than a block and a block longer than the model's context."""
+    for name, tokens in (("training", train_tokens), ("validation", val_tokens)):
+        if len(tokens) <= config.block_size + 1:
+            raise ValueError(f"the {name} data has {len(tokens)} tokens, fewer than one block of "
+                             f"{config.block_size} + 1: use more data or a smaller block_size")
+    if config.block_size > model.config.n_positions:
+        raise ValueError(f"block_size {config.block_size} exceeds the model's context "
+                         f"{model.config.n_positions}: pass --block-size "
+                         f"{model.config.n_positions} (or less), or a model with more positions")
+
+
+def start_run(model: LanguageModel, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+              config: TrainConfig, facts: dict, is_main: bool, say) -> tuple[int, list[dict]]:
+    """Prepare out_dir and resume if asked; return (first step, metrics kept from before)."""
+    if config.out_dir is None:
+        return 0, []
+    if is_main:
+        prepare_out_dir(config, say)
+    if not config.resume:
+        return 0, []
+    folder = latest_checkpoint(config.out_dir)
+    check_resume(read_trainer_state(folder), config, facts, folder, say)
+    start_step = load_checkpoint(folder, model, optimizer, generator)
+    say(f"resumed from {folder} at step {start_step}")
+    metrics_path = Path(config.out_dir) / "metrics.jsonl"
+    return start_step, cut_metrics(metrics_path, start_step) if is_main else []
+
 # %% ../book/07_training.ipynb #4ff9aabf
 def train(model: LanguageModel, config: TrainConfig, train_tokens: np.ndarray | None = None,
           val_tokens: np.ndarray | None = None, log: Callable[[str], None] | None = print) -> TrainResult:
     """Train model in place; return the metrics. Data defaults to chapter 1's Gutenberg splits."""
+    rank, world_size, _ = distributed_context()
+    if config.resume and (config.out_dir is None or latest_checkpoint(config.out_dir) is None):
+        raise FileNotFoundError(f"resume=True but {config.out_dir}/checkpoints holds no complete "
+                                f"checkpoint: start without --resume (with --overwrite if the "
+                                f"folder holds a run)")
+    with run_lock(config.out_dir if rank == 0 else None):
+        return _train(model, config, train_tokens, val_tokens, log)
+
+
+def _train(model: LanguageModel, config: TrainConfig, train_tokens: np.ndarray | None,
+           val_tokens: np.ndarray | None, log: Callable[[str], None] | None) -> TrainResult:
+    """The body of train(), run while this process holds the out_dir lock."""
     rank, world_size, local_rank = distributed_context()
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo")
@@ -240,13 +515,7 @@ def train(model: LanguageModel, config: TrainConfig, train_tokens: np.ndarray | 
         torch.cuda.set_device(device)
     train_tokens = load_tokens("train") if train_tokens is None else train_tokens
     val_tokens = load_tokens("validation") if val_tokens is None else val_tokens
-    for name, tokens in (("training", train_tokens), ("validation", val_tokens)):
-        if len(tokens) <= config.block_size + 1:
-            raise ValueError(f"the {name} data has {len(tokens)} tokens, fewer than one block of "
-                             f"{config.block_size} + 1: use more data or a smaller block_size")
-    if config.block_size > model.config.n_positions:
-        raise ValueError(f"block_size {config.block_size} exceeds the model's context "
-                         f"{model.config.n_positions}")
+    check_run(model, config, train_tokens, val_tokens)
     accum = config.grad_accum_steps(world_size)
     is_main = rank == 0
     say = log if (is_main and log is not None) else (lambda _: None)
@@ -255,13 +524,10 @@ def train(model: LanguageModel, config: TrainConfig, train_tokens: np.ndarray | 
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
     optimizer = configure_optimizer(model, config, device.type)
-    start_step = 0
-    if config.resume:
-        folder = latest_checkpoint(config.out_dir) if config.out_dir else None
-        if folder is None:
-            raise FileNotFoundError(f"resume=True but {config.out_dir}/checkpoints/latest does not exist")
-        start_step = load_checkpoint(folder, model, optimizer, generator)
-        say(f"resumed from {folder} at step {start_step}")
+    facts = {"world_size": world_size, "train_tokens": token_fingerprint(train_tokens)}
+    start_step, earlier = start_run(model, optimizer, generator, config, facts, is_main, say)
+    if world_size > 1:
+        dist.barrier()
     step_model = torch.compile(model) if config.compile else model
     if world_size > 1:
         step_model = nn.parallel.DistributedDataParallel(
@@ -269,11 +535,11 @@ def train(model: LanguageModel, config: TrainConfig, train_tokens: np.ndarray | 
     autocast = autocast_for(config, device)
     metrics_path = Path(config.out_dir) / "metrics.jsonl" if config.out_dir else None
     if metrics_path and is_main and not config.resume:
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("")
+        atomic_write(metrics_path, lambda tmp: tmp.write_text(""))
 
-    result = TrainResult(final_step=start_step)
     tokens_per_step = config.batch_size * config.block_size * world_size * accum
+    result = TrainResult(metrics=earlier, final_step=start_step,
+                         tokens_seen=start_step * tokens_per_step, resumed_at=start_step)
     last_step = config.max_steps if config.stop_after is None else min(config.max_steps, config.stop_after)
     bar = None
     if config.progress and is_main:
@@ -298,16 +564,7 @@ def train(model: LanguageModel, config: TrainConfig, train_tokens: np.ndarray | 
             dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG if device.type == "cuda" else dist.ReduceOp.SUM)
             if device.type != "cuda":
                 loss_sum /= world_size
-        train_loss = loss_sum.item()
-        if not math.isfinite(train_loss):
-            kept = latest_checkpoint(config.out_dir) if config.out_dir else None
-            raise TrainingDiverged(f"the training loss became {train_loss} at step {step}; stopped "
-                                   f"before saving. Last good checkpoint: {kept}. Lower the learning "
-                                   f"rate or raise warmup_steps, then resume from it.")
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_loss = optimizer_step(model, optimizer, loss_sum, config, step)
         window_tokens += tokens_per_step
         result.tokens_seen = (step + 1) * tokens_per_step
         result.final_step = step + 1
@@ -333,7 +590,7 @@ def train(model: LanguageModel, config: TrainConfig, train_tokens: np.ndarray | 
         if config.out_dir and is_main and (done or (config.checkpoint_interval
                                                     and (step + 1) % config.checkpoint_interval == 0)):
             result.checkpoint = save_checkpoint(Path(config.out_dir), model, optimizer, step + 1,
-                                                generator, config)
+                                                generator, config, facts)
         if world_size > 1:
             dist.barrier()
     if bar is not None:
@@ -409,48 +666,70 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def model_from_args(args: argparse.Namespace, seed: int) -> LanguageModel:
+    """A fresh model of a preset, or a saved one to fine-tune (--init-from, --dropout)."""
+    if args.init_from:
+        return load_pretrained(args.init_from, dropout=args.dropout)
+    sizes = {k: getattr(args, k) for k in ("vocab_size", "n_positions", "n_embd", "n_layer",
+                                            "n_head", "num_senses", "dropout", "sense_dedup")
+             if getattr(args, k) is not None}
+    torch.manual_seed(seed)
+    return build_model(args.model, args.preset, **sizes)
+
+
+def write_results(model: LanguageModel, args: argparse.Namespace, config: TrainConfig,
+                  result: TrainResult, val_tokens: np.ndarray, device: torch.device) -> dict:
+    """Save the final model, evaluate it on the validation slice, write results.json and the plot."""
+    out = Path(config.out_dir)
+    save_pretrained(model, out / "model", dtype=getattr(torch, args.save_dtype))
+    saved = load_pretrained(out / "model", device=device)
+    slice_loss = evaluate_tokens(saved, val_tokens, config.block_size, EVAL_SLICE_TOKENS,
+                                 device=device)
+    trained_tokens = result.tokens_seen - result.resumed_at * result.tokens_seen / max(
+        result.final_step, 1)
+    summary = {"model": args.model, "parameters": model.num_parameters(),
+               "config": model.config.to_dict(), "train": asdict(config),
+               "steps": result.final_step, "tokens_seen": result.tokens_seen,
+               "wall_time_s": result.wall_time_s,
+               "tokens_per_s": trained_tokens / max(result.wall_time_s, 1e-9),
+               "device": device_name(device), "final_val_loss": result.final_val_loss,
+               "val_slice_tokens": EVAL_SLICE_TOKENS, "val_slice_loss": slice_loss,
+               "val_slice_ppl": perplexity(slice_loss), "saved_dtype": args.save_dtype}
+    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = plot_curves({args.model: read_metrics(out / "metrics.jsonl")})
+    atomic_write(out / "curves.png",
+                 lambda tmp: ax.figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> TrainResult:
     """Entry point of `python -m backpack.train`."""
     args = parse_args(argv)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    if args.init_from:
-        model = load_pretrained(args.init_from)
-    else:
-        sizes = {k: getattr(args, k) for k in ("vocab_size", "n_positions", "n_embd", "n_layer",
-                                                "n_head", "num_senses", "dropout", "sense_dedup")
-                 if getattr(args, k) is not None}
-        torch.manual_seed(config.seed)
-        model = build_model(args.model, args.preset, **sizes)
-    read_bin = lambda p: np.memmap(p, dtype=np.uint16, mode="r")
-    train_tokens = read_bin(args.train_bin) if args.train_bin else None
-    val_tokens = read_bin(args.val_bin) if args.val_bin else load_tokens("validation")
-    result = train(model, config, train_tokens, val_tokens)
+    model = model_from_args(args, config.seed)
+    train_tokens = read_token_file(args.train_bin) if args.train_bin else None
+    val_tokens = read_token_file(args.val_bin) if args.val_bin else load_tokens("validation")
     rank, _, local_rank = distributed_context()
-    if config.out_dir and rank == 0:
-        out = Path(config.out_dir)
-        save_dtype = getattr(torch, args.save_dtype)
-        save_pretrained(model, out / "model", dtype=save_dtype)
-        saved = load_pretrained(out / "model", device=resolve_device(config, local_rank))
-        slice_loss = evaluate_tokens(saved, val_tokens, config.block_size, EVAL_SLICE_TOKENS,
-                                     device=resolve_device(config, local_rank))
-        summary = {"model": args.model, "parameters": model.num_parameters(),
-                   "config": model.config.to_dict(), "train": asdict(config),
-                   "steps": result.final_step, "tokens_seen": result.tokens_seen,
-                   "wall_time_s": result.wall_time_s,
-                   "tokens_per_s": result.tokens_seen / max(result.wall_time_s, 1e-9),
-                   "device": device_name(resolve_device(config, local_rank)),
-                   "final_val_loss": result.final_val_loss,
-                   "val_slice_tokens": EVAL_SLICE_TOKENS, "val_slice_loss": slice_loss,
-                   "val_slice_ppl": math.exp(slice_loss), "saved_dtype": args.save_dtype}
-        atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
-        import matplotlib
-        matplotlib.use("Agg")
-        ax = plot_curves({args.model: read_metrics(out / "metrics.jsonl")})
-        ax.figure.savefig(out / "curves.png", dpi=120, bbox_inches="tight")
-        print(json.dumps({k: summary[k] for k in ("steps", "tokens_seen", "val_slice_ppl", "device")}))
+    with run_lock(config.out_dir if rank == 0 else None):
+        result = train(model, config, train_tokens, val_tokens)
+        if config.out_dir and rank == 0:
+            summary = write_results(model, args, config, result, val_tokens,
+                                    resolve_device(config, local_rank))
+            print(json.dumps({k: summary[k] for k in ("steps", "tokens_seen", "val_slice_ppl",
+                                                      "device")}))
     if dist.is_initialized():
         dist.destroy_process_group()
     return result
+
+
+def cli() -> None:
+    """`python -m backpack.train`: main(), with a bad input reported in one line, not a traceback."""
+    try:
+        main()
+    except (ValueError, OSError, RunLocked, TrainingDiverged) as err:
+        sys.exit(f"python -m backpack.train: error: {err}")
 
 # %% ../book/07_training.ipynb #61c34b36
 def trained_model_dir(name: str) -> Path:
@@ -481,4 +760,4 @@ def results_table(names: list[str]) -> list[dict]:
 
 # %% ../book/07_training.ipynb #64e16358
 if __name__ == "__main__" and "ipykernel" not in sys.modules:  # python -m backpack.train
-    main()
+    cli()

@@ -1,18 +1,23 @@
 """Tests of the public checkpoint format (chapter 6)."""
 import json
+import os
+import shutil
+import stat
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from backpack.checkpoint import load_pretrained, load_state, from_public_state_dict, read_weights
+from backpack.checkpoint import (load_pretrained, load_state, from_public_state_dict, read_weights,
+                                 recover_folders, save_pretrained)
 from backpack.model import BackpackConfig, BackpackLM, TransformerLM
 
 CFG = dict(vocab_size=101, n_positions=24, n_embd=32, n_layer=2, n_head=2, num_senses=4)
 
 
 def public_backpack_keys(n_layer: int) -> set[str]:
-    """The key set of stanfordnlp/backpack-gpt2, written from REFERENCE.md (not from our code)."""
+    """The key set of stanfordnlp/backpack-gpt2, written from its published list (not our code)."""
     keys = {"backpack.gpt2_model.wte.weight", "backpack.gpt2_model.wpe.weight",
             "backpack.gpt2_model.ln_f.weight", "backpack.gpt2_model.ln_f.bias",
             "backpack.sense_weight_net.c_attn.weight", "backpack.sense_weight_net.c_attn.bias"}
@@ -93,7 +98,7 @@ def test_half_precision_save(model, tmp_path):
 def test_mismatch_names_key_and_both_shapes(model, tmp_path):
     model.save_pretrained(tmp_path)
     other = BackpackLM(BackpackConfig(**{**CFG, "n_embd": 48}))
-    state = from_public_state_dict(read_weights(tmp_path), "backpack-gpt2")
+    state = from_public_state_dict(read_weights(tmp_path), "backpack")
     with pytest.raises(ValueError, match=r"ckpt: transformer\.h\.0\.attn\.c_attn\.bias has shape \(96,\) in the checkpoint but \(144,\)"):
         load_state(other, state, "ckpt")
     # a config.json that disagrees with the weights fails the same way
@@ -125,3 +130,104 @@ def test_unsupported_config_and_missing_files(tmp_path):
         "n_positions": 8, "n_embd": 8, "n_layer": 1, "n_head": 1, "activation_function": "relu"}))
     with pytest.raises(ValueError, match="activation_function='relu'"):
         load_pretrained(tmp_path)
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "backpack-gpt2-tiny" / "config.json"
+
+
+def model_for_fixture() -> BackpackLM:
+    """A seeded Backpack with the sizes of the hand-written public config."""
+    torch.manual_seed(0)
+    return BackpackLM(BackpackConfig(**CFG)).eval()
+
+
+def write_public_layout(model: BackpackLM, folder, layout: str) -> None:
+    """The fixture config.json plus weights as Hugging Face writes them."""
+    folder.mkdir()
+    shutil.copy(FIXTURE, folder / "config.json")
+    model.save_pretrained(folder / "ours")
+    public = load_file(str(folder / "ours" / "model.safetensors"))
+    shutil.rmtree(folder / "ours")
+    if layout == "safetensors":   # tied tensors stored once, the embedding under lm_head's name
+        public["lm_head.weight"] = public.pop("backpack.gpt2_model.wte.weight")
+        save_file(public, str(folder / "model.safetensors"))
+    else:                         # every key, aliases and mask buffers included
+        wte, wpe = public["backpack.gpt2_model.wte.weight"], public["backpack.gpt2_model.wpe.weight"]
+        public.update({"lm_head.weight": wte, "backpack.word_embeddings.weight": wte,
+                       "backpack.position_embeddings.weight": wpe,
+                       "backpack.gpt2_model.h.1.attn.masked_bias": torch.tensor(-1e4)})
+        torch.save(public, folder / "pytorch_model.bin")
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "bin"])
+def test_the_public_config_loads_as_a_backpack_with_identical_logits(layout, tmp_path):
+    values = json.loads(FIXTURE.read_text())
+    assert values["model_type"] == "gpt2" and values["resid_pdrop"] == 0.1
+    model = model_for_fixture()
+    write_public_layout(model, tmp_path / "public", layout)
+    loaded = load_pretrained(tmp_path / "public")
+    assert isinstance(loaded, BackpackLM) and not loaded.training
+    assert loaded.config.dropout == 0.1 and loaded.config.num_senses == 4
+    x = torch.randint(CFG["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, model(x).logits)
+        assert torch.equal(loaded(x).logits, loaded(x).logits)    # eval mode: dropout is off
+        loaded.train()
+        assert not torch.equal(loaded(x).logits, model(x).logits)  # fine-tuning: dropout acts
+    tuned = load_pretrained(tmp_path / "public", dropout=0.0).train()
+    with torch.no_grad():
+        assert torch.equal(tuned(x).logits, model(x).logits)
+
+
+def test_our_saved_config_has_the_public_shape(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    ours = json.loads((tmp_path / "m" / "config.json").read_text())
+    public = json.loads(FIXTURE.read_text())
+    assert ours["model_type"] == "gpt2"
+    assert ours["architectures"] == ["BackpackGPT2LMHeadModel"]
+    assert ours["auto_map"] == public["auto_map"]
+    hf_bookkeeping = {"torch_dtype", "transformers_version"}
+    assert set(public) - hf_bookkeeping <= set(ours)
+    assert set(ours) - set(public) == {"backpack_book", "tie_word_embeddings"}
+    TransformerLM(BackpackConfig(**CFG)).save_pretrained(tmp_path / "t")
+    gpt2 = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert gpt2["model_type"] == "gpt2" and gpt2["architectures"] == ["GPT2LMHeadModel"]
+    assert "num_senses" not in gpt2 and "auto_map" not in gpt2
+
+
+def test_old_format_configs_are_still_read(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(model_type="backpack-gpt2")
+    for key in ("auto_map", "num_senses", "sense_intermediate_scale"):
+        config.pop(key)
+    config["num_senses"] = 4
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert isinstance(load_pretrained(tmp_path), BackpackLM)
+
+
+def test_save_replaces_the_folder_as_a_whole_with_umask_permissions(model, tmp_path):
+    target = tmp_path / "m"
+    save_pretrained(model, target)
+    (target / "stray.txt").write_text("from an earlier save")
+    old_mask = os.umask(0o022)
+    try:
+        save_pretrained(model, target)
+    finally:
+        os.umask(old_mask)
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    for name in ("config.json", "model.safetensors"):
+        assert stat.S_IMODE((target / name).stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]   # no temporary left behind
+
+
+def test_recover_folders_restores_an_interrupted_swap_and_removes_temporaries(model, tmp_path):
+    save_pretrained(model, tmp_path / "m")
+    os.rename(tmp_path / "m", tmp_path / ".m.old-1234abcd")     # killed between the two renames
+    (tmp_path / ".n.tmp-xyz").mkdir()
+    (tmp_path / ".results.json.abc.tmp").write_text("{")
+    done = recover_folders(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    assert any("restored m" in line for line in done)
+    assert isinstance(load_pretrained(tmp_path / "m"), BackpackLM)

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from backpack.model import BackpackConfig, BackpackLM
-from backpack.train import (TrainConfig, TrainingDiverged, latest_checkpoint, learning_rate_at, train,
-                            evaluate_tokens)
+from backpack.train import (RunLocked, TrainConfig, TrainingDiverged, evaluate_tokens,
+                            latest_checkpoint, learning_rate_at, list_checkpoints, train)
 
 VOCAB = 64
 MODEL = dict(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=2, num_senses=4)
@@ -77,21 +77,118 @@ def test_gradient_accumulation_equals_one_big_batch():
         config(tokens_per_step=100).grad_accum_steps(1)
 
 
-def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
+def poison_from(model, calls: int, where: str) -> None:
+    """Make the forward output (where="loss") or the gradients (where="grad") NaN from call `calls`."""
+    count = {"n": 0}
+
+    def on_forward(module, inputs, output):
+        count["n"] += 1
+        return output * float("nan") if where == "loss" and count["n"] > calls else output
+
+    def on_grad(grad):
+        return grad * float("nan") if count["n"] > calls else grad
+
+    model.transformer.ln_f.register_forward_hook(on_forward)
+    if where == "grad":
+        model.sense_weight_net.c_attn.weight.register_hook(on_grad)
+
+
+@pytest.mark.parametrize("where", ["loss", "grad"])
+def test_divergence_stops_before_the_step_and_keeps_only_finite_checkpoints(where, tmp_path):
     model = fresh()
-    train(model, config(out_dir=str(tmp_path), stop_after=4), TRAIN, VAL, log=None)
-    good = latest_checkpoint(tmp_path)
-    # break the model in the checkpoint's place: a NaN weight makes the next loss NaN
-    state = load_file(str(good / "model.safetensors"))
-    broken = fresh()
+    poison_from(model, calls=7, where=where)   # steps 0..6 are fine, step 7 is not
+    with pytest.raises(TrainingDiverged, match=r"at step 7; the step was not taken.*"
+                       r"Last good checkpoint: .*step-000006.*--resume --allow-config-change "
+                       r"--learning-rate 0.0015") as info:
+        train(model, config(out_dir=str(tmp_path), checkpoint_interval=2, eval_interval=100),
+              TRAIN, VAL, log=None)
+    assert ("loss became nan" in str(info.value)) == (where == "loss")
+    assert "gradient norm nan" in str(info.value)
+    kept = list_checkpoints(tmp_path)
+    assert [p.name for p in kept] == ["step-000004", "step-000006"]       # keep_checkpoints=2
+    for folder in kept:
+        assert all(torch.isfinite(t).all() for t in load_file(str(folder / "model.safetensors")).values())
+    assert all(torch.isfinite(p).all() for p in model.parameters())       # the bad step was not taken
+
+
+def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path):
+    from backpack.train import check_finite, configure_optimizer
+    model = fresh()
     with torch.no_grad():
-        broken.transformer.wte.weight[0, 0] = float("nan")
-        broken.transformer.wte.weight.fill_(float("nan"))
-    from backpack.train import save_checkpoint
-    with pytest.raises(TrainingDiverged, match="became nan at step 0.*Last good checkpoint"):
-        train(broken, config(), TRAIN, VAL, log=None)
-    assert latest_checkpoint(tmp_path) == good
-    assert set(load_file(str(good / "model.safetensors"))) == set(state)
+        model.sense_network.ln.weight[0] = float("inf")
+    with pytest.raises(TrainingDiverged, match=r"sense_network.ln.weight holds NaN or infinite"):
+        check_finite(model, configure_optimizer(model, config(), "cpu"), 3)
+
+
+def test_a_used_out_dir_is_refused_without_resume_or_overwrite(tmp_path):
+    train(fresh(), config(out_dir=str(tmp_path), max_steps=4), TRAIN, VAL, log=None)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.name != ".lock"}
+    with pytest.raises(FileExistsError, match=r"already holds a run \(checkpoints, metrics.jsonl\)"
+                       r": pass --resume"):
+        train(fresh(), config(out_dir=str(tmp_path), max_steps=4), TRAIN, VAL, log=None)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.name != ".lock"} == before
+    result = train(fresh(), config(out_dir=str(tmp_path), max_steps=2, overwrite=True), TRAIN, VAL,
+                   log=None)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000002"]
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] \
+        == [m["step"] for m in result.metrics]
+
+
+def test_a_second_run_in_the_same_out_dir_is_locked_out(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); "
+        "fcntl.flock(f, fcntl.LOCK_EX); f.write(f'{os.getpid()}\\n'); f.flush(); "
+        "print('locked', flush=True); time.sleep(60)"), str(tmp_path / ".lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=rf"in use by another training run \(pid {holder.pid}\)"):
+            train(fresh(), config(out_dir=str(tmp_path)), TRAIN, VAL, log=None)
+    finally:
+        holder.kill()
+        holder.wait()
+    train(fresh(), config(out_dir=str(tmp_path), max_steps=1), TRAIN, VAL, log=None)  # free again
+
+
+def test_resume_refuses_changes_that_break_exactness(tmp_path):
+    train(fresh(), config(out_dir=str(tmp_path), stop_after=6), TRAIN, VAL, log=None)
+    with pytest.raises(ValueError, match=r"changed settings \(batch_size: 4 -> 8\).*"
+                       r"--allow-config-change"):
+        train(fresh(), config(out_dir=str(tmp_path), resume=True, batch_size=8), TRAIN, VAL, log=None)
+    with pytest.raises(ValueError, match=r"train_tokens: '20000:.*' -> '19000:"):
+        train(fresh(), config(out_dir=str(tmp_path), resume=True), TRAIN[:19000], VAL, log=None)
+    with pytest.raises(ValueError, match=r"at step 6, beyond max_steps=4: there is nothing to train"):
+        train(fresh(), config(out_dir=str(tmp_path), resume=True, max_steps=4,
+                              allow_config_change=True), TRAIN, VAL, log=None)
+    said = []
+    result = train(fresh(), config(out_dir=str(tmp_path), resume=True, learning_rate=1e-3,
+                                   allow_config_change=True), TRAIN, VAL, log=said.append)
+    assert result.final_step == 12 and "learning_rate: 0.003 -> 0.001" in said[0]
+
+
+def test_resume_cuts_metrics_back_and_cleans_stale_temporaries(tmp_path):
+    train(fresh(), config(out_dir=str(tmp_path), stop_after=6), TRAIN, VAL, log=None)
+    metrics = tmp_path / "metrics.jsonl"
+    with metrics.open("a") as f:   # a crash after logging step 9, in the middle of a line
+        f.write(json.dumps({"step": 9, "loss": 1.0}) + "\n" + '{"step": 12, "lo')
+    (tmp_path / "checkpoints" / ".step-000009.tmp-abc").mkdir()
+    (tmp_path / ".results.json.x.tmp").write_text("{")
+    train(fresh(), config(out_dir=str(tmp_path), resume=True), TRAIN, VAL, log=None)
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == [3, 6, 9, 12]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoints", "metrics.jsonl"]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000006", "step-000012"]
+
+
+def test_config_is_checked_before_any_step():
+    from backpack.weights import ConfigError
+    with pytest.raises(ConfigError, match=r"TrainConfig.min_lr_ratio=1.5 is out of range"):
+        config(min_lr_ratio=1.5)
+    with pytest.raises(ConfigError, match=r"TrainConfig.decay='step' is not allowed"):
+        config(decay="step")
+    with pytest.raises(ValueError, match=r"block_size 64 exceeds the model's context 32: pass "
+                       r"--block-size 32"):
+        train(fresh(), config(block_size=64), TRAIN, VAL, log=None)
 
 
 def test_schedule_warmup_peak_and_floor():
@@ -101,9 +198,6 @@ def test_schedule_warmup_peak_and_floor():
     assert learning_rate_at(100, c) == pytest.approx(0.1)
     c.decay = "linear"
     assert learning_rate_at(55, c) == pytest.approx(0.1 + 0.9 * 0.5)
-    c.decay = "step"
-    with pytest.raises(ValueError, match="decay"):
-        learning_rate_at(50, c)
 
 
 def test_bad_data_is_refused():
@@ -111,7 +205,7 @@ def test_bad_data_is_refused():
         train(fresh(), config(), TRAIN[:10], VAL, log=None)
     with pytest.raises(ValueError, match="exceeds the model's context"):
         train(fresh(), config(block_size=64), TRAIN, VAL, log=None)
-    with pytest.raises(FileNotFoundError, match="resume=True"):
+    with pytest.raises(FileNotFoundError, match="resume=True but /nonexistent/run/checkpoints"):
         train(fresh(), config(resume=True, out_dir="/nonexistent/run"), TRAIN, VAL, log=None)
 
 
@@ -169,3 +263,62 @@ def test_finetune_starts_from_a_saved_model(tmp_path):
     changed = [not torch.equal(a, b) for a, b in zip(start.state_dict().values(), tuned.state_dict().values())]
     assert any(changed)
     assert json.loads((tmp_path / "tuned" / "results.json").read_text())["steps"] == 3
+
+
+def tiny_cli_args(tmp_path: Path, max_steps: int) -> list[str]:
+    """A tiny Backpack run that checkpoints after every step (the data written next to it)."""
+    TRAIN.tofile(tmp_path / "train.bin")
+    VAL.tofile(tmp_path / "val.bin")
+    return ["--preset", "tiny", "--vocab-size", str(VOCAB), "--n-positions", "32", "--n-embd", "32",
+            "--n-layer", "2", "--n-head", "2", "--num-senses", "4",
+            "--train-bin", str(tmp_path / "train.bin"), "--val-bin", str(tmp_path / "val.bin"),
+            "--max-steps", str(max_steps), "--batch-size", "4", "--block-size", "16",
+            "--warmup-steps", "2", "--learning-rate", "3e-3", "--eval-interval", "10",
+            "--eval-batches", "1", "--log-interval", "1", "--checkpoint-interval", "1",
+            "--device", "cpu", "--no-progress", "--save-dtype", "float32"]
+
+
+def newest_step(out: Path) -> int:
+    folder = latest_checkpoint(out) if out.exists() else None
+    return int(folder.name.split("-")[1]) if folder else 0
+
+
+def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+    """Kill a run with SIGKILL while it writes checkpoints, resume, repeat; the end is exact."""
+    import random
+    import signal
+    import time
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "backpack.train", *tiny_cli_args(tmp_path, max_steps=40)]
+    run_cli(tiny_cli_args(tmp_path, 40) + ["--out-dir", str(tmp_path / "straight")], 1, env)
+    out, rng, kills = tmp_path / "killed", random.Random(8), 0
+    for _ in range(4):
+        start = newest_step(out)
+        again = ["--resume"] if start else (["--overwrite"] if out.exists() else [])
+        proc = subprocess.Popen(cmd + ["--out-dir", str(out), *again], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and newest_step(out) <= start and time.monotonic() < deadline:
+            time.sleep(0.005)             # wait until this run is writing checkpoints
+        time.sleep(rng.uniform(0.0, 0.25))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 3
+    final = subprocess.run(cmd + ["--out-dir", str(out), "--resume"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert final.returncode == 0, final.stderr[-3000:]
+    straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    resumed = load_file(str(out / "model" / "model.safetensors"))
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    kept = list_checkpoints(out)
+    assert 1 <= len(kept) <= 2 and kept[-1].name == "step-000040"
+    for folder in kept:
+        from backpack.checkpoint import load_pretrained
+        model = load_pretrained(folder)
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 41))
+    assert not [p.name for p in out.rglob(".*") if p.name != ".lock"]   # no temporaries left
