@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# the only hand-written files of the package: the package docstring and the `python -m backpack` entry
+HAND_WRITTEN = {"__init__.py", "__main__.py"}
 
 
 def export_into(tmp_path: Path) -> Path:
@@ -15,7 +17,7 @@ def export_into(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("_build", ".*"))
     shutil.copytree(ROOT / "backpack", tmp_path / "backpack", ignore=shutil.ignore_patterns("__pycache__"))
     for module in (tmp_path / "backpack").glob("*.py"):
-        if module.name != "__init__.py":
+        if module.name not in HAND_WRITTEN:
             module.unlink()  # exported modules must come back from the notebooks alone
     nbdev_export = Path(sys.executable).with_name("nbdev-export")
     subprocess.run([str(nbdev_export)], cwd=tmp_path, check=True, capture_output=True)
