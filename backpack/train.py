@@ -35,7 +35,7 @@ from .model import BackpackConfig, BackpackLM, LanguageModel, TransformerLM
 from .weights import ConfigError, check_choice, check_int, check_number
 
 # %% auto #0
-__all__ = ['DECAYS', 'DTYPES', 'RUN_FILES', 'EXACT_FIELDS', 'EVAL_SLICE_TOKENS', 'TrainConfig', 'check_train_config',
+__all__ = ['DECAYS', 'DTYPES', 'Optimizer', 'RUN_FILES', 'EXACT_FIELDS', 'EVAL_SLICE_TOKENS', 'TrainConfig', 'check_train_config',
            'check_device', 'configure_optimizer', 'learning_rate_at', 'distributed_context', 'next_batch', 'evaluate',
            'evaluate_tokens', 'check_finite', 'save_checkpoint', 'list_checkpoints', 'latest_checkpoint',
            'read_trainer_state', 'load_checkpoint', 'RunLocked', 'run_lock', 'prepare_out_dir', 'token_fingerprint',
@@ -72,7 +72,7 @@ class TrainConfig:
     keep_checkpoints: int = 2           # keep the newest this many checkpoints
     resume: bool = False                # continue from out_dir's latest checkpoint
     overwrite: bool = False             # replace a run already in out_dir
-    allow_config_change: bool = False   # resume even if a setting that breaks exactness changed
+    allow_config_change: bool = False   # resume although a setting exactness needs changed
     stop_after: int | None = None       # stop (with a checkpoint) after this step, keeping the schedule
     progress: bool = True               # a tqdm bar
 
@@ -95,10 +95,10 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def check_train_config(c: TrainConfig) -> None:
-    """Raise ConfigError naming the first field of a TrainConfig that is out of range."""
+    """Raise ConfigError naming the first field of a TrainConfig out of range."""
     owner = "TrainConfig"
-    for name in ("max_steps", "batch_size", "block_size", "eval_interval", "eval_batches",
-                 "log_interval", "keep_checkpoints"):
+    for name in ("max_steps", "batch_size", "block_size", "eval_interval",
+                 "eval_batches", "log_interval", "keep_checkpoints"):
         check_int(owner, name, getattr(c, name))
     for name in ("warmup_steps", "seed", "checkpoint_interval"):
         check_int(owner, name, getattr(c, name), minimum=0)
@@ -117,21 +117,22 @@ def check_train_config(c: TrainConfig) -> None:
         check_choice(owner, name, getattr(c, name), (True, False))
     check_device(c.device)
     if c.resume and c.overwrite:
-        raise ConfigError("TrainConfig: resume=True and overwrite=True exclude each other: "
-                          "continue the run in out_dir (resume) or replace it (overwrite)")
+        raise ConfigError("TrainConfig: resume=True and overwrite=True exclude each "
+                          "other: continue the run in out_dir (resume) or replace it "
+                          "(overwrite)")
 
 
 def check_device(device) -> None:
     """Refuse a device string that torch cannot parse ('auto' is ours)."""
     if not isinstance(device, str):
-        raise ConfigError(f"TrainConfig.device must be a string such as 'auto', 'cpu' or "
-                          f"'cuda:0'; got {device!r}")
+        raise ConfigError(f"TrainConfig.device must be a string such as 'auto', 'cpu' "
+                          f"or 'cuda:0'; got {device!r}")
     if device != "auto":
         try:
             torch.device(device)
         except RuntimeError as err:
-            raise ConfigError(f"TrainConfig.device={device!r} is not a device: use 'auto', "
-                              f"'cpu', 'cuda' or 'cuda:N' ({err})") from err
+            raise ConfigError(f"TrainConfig.device={device!r} is not a device: use "
+                              f"'auto', 'cpu', 'cuda' or 'cuda:N' ({err})") from err
 
 # %% ../book/07_training.ipynb #17307886
 def configure_optimizer(model: nn.Module, config: TrainConfig, device_type: str) -> torch.optim.AdamW:
@@ -208,7 +209,10 @@ def evaluate_tokens(model: nn.Module, tokens: np.ndarray, block_size: int, max_t
     return total / count
 
 # %% ../book/07_training.ipynb #51590432
-def check_finite(model: LanguageModel, optimizer: torch.optim.Optimizer, step: int) -> None:
+Optimizer = torch.optim.Optimizer
+
+
+def check_finite(model: LanguageModel, optimizer: Optimizer, step: int) -> None:
     """Raise TrainingDiverged if a weight or an optimizer moment is NaN or infinite."""
     tensors = dict(model.state_dict())
     for index, state in enumerate(optimizer.state.values()):
@@ -216,19 +220,21 @@ def check_finite(model: LanguageModel, optimizer: torch.optim.Optimizer, step: i
                         if isinstance(v, torch.Tensor)})
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise TrainingDiverged(f"{name} holds NaN or infinite values at step {step}: "
-                                   f"this state is not saved")
+            raise TrainingDiverged(f"{name} holds NaN or infinite values at step "
+                                   f"{step}: this state is not saved")
 
 
-def save_checkpoint(out_dir: Path, model: LanguageModel, optimizer: torch.optim.Optimizer, step: int,
-                    generator: torch.Generator, config: TrainConfig, facts: dict | None = None
-                    ) -> Path:
+def save_checkpoint(out_dir: Path, model: LanguageModel, optimizer: Optimizer,
+                    step: int, generator: torch.Generator, config: TrainConfig,
+                    facts: dict | None = None) -> Path:
     """Write out_dir/checkpoints/step-N/ as a whole, then prune the older ones."""
     check_finite(model, optimizer, step)
     root = Path(out_dir) / "checkpoints"
-    state = {"step": step, "optimizer": optimizer.state_dict(), "data_generator": generator.get_state(),
-             "torch_rng": torch.get_rng_state(), "config": asdict(config), "facts": facts or {},
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    state = {"step": step, "optimizer": optimizer.state_dict(),
+             "data_generator": generator.get_state(),
+             "torch_rng": torch.get_rng_state(),
+             "cuda_rng": cuda_rng, "config": asdict(config), "facts": facts or {}}
     with replaced_folder(root / f"step-{step:06d}") as folder:
         write_pretrained(model, folder)
         torch.save(state, folder / "trainer_state.pt")
@@ -250,19 +256,21 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 # %% ../book/07_training.ipynb #7fcf2f53
 def read_trainer_state(folder: Path) -> dict:
-    """The trainer_state.pt of a checkpoint folder, read without running pickled code."""
+    """The trainer_state.pt of a checkpoint folder, read with weights_only."""
     file = Path(folder) / "trainer_state.pt"
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated zip, a bad pickle: name the file
-        raise CheckpointError(f"cannot read {file}: {type(err).__name__}: {err}. Delete this "
-                              f"checkpoint folder to resume from the one before it") from err
+        raise CheckpointError(f"cannot read {file}: {type(err).__name__}: {err}. "
+                              f"Delete this checkpoint folder to resume from the one "
+                              f"before it") from err
 
 
-def load_checkpoint(folder: Path, model: LanguageModel, optimizer: torch.optim.Optimizer,
+def load_checkpoint(folder: Path, model: LanguageModel, optimizer: Optimizer,
                     generator: torch.Generator) -> int:
-    """Restore model, optimizer, data generator and RNG states; return the step to continue from."""
-    load_state(model, from_public_state_dict(read_weights(folder), layout_of(model)), str(folder))
+    """Restore model, optimizer, data generator and RNG states; return the next step."""
+    weights = from_public_state_dict(read_weights(folder), layout_of(model))
+    load_state(model, weights, str(folder))
     state = read_trainer_state(folder)
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["data_generator"])
@@ -276,17 +284,17 @@ class RunLocked(RuntimeError):
     """Another process is training into the same out_dir."""
 
 
-_HELD_LOCKS: dict[Path, list] = {}   # folder -> [open lock file, depth]: re-entrant in one process
+_HELD_LOCKS: dict[Path, list] = {}   # folder -> [lock file, depth]: re-entrant per process
 
 
 @contextmanager
 def run_lock(out_dir: str | Path | None) -> Iterator[None]:
-    """Hold an exclusive lock on out_dir/.lock for the block (no-op for None or without fcntl)."""
+    """Hold an exclusive lock on out_dir/.lock (no-op for None, or without fcntl)."""
     if out_dir is None or fcntl is None:
         yield
         return
     folder = Path(out_dir).resolve()
-    if folder in _HELD_LOCKS:      # main() holds it around train(), which takes it again
+    if folder in _HELD_LOCKS:      # main() holds it around train(), which takes it too
         _HELD_LOCKS[folder][1] += 1
         try:
             yield
@@ -301,8 +309,9 @@ def run_lock(out_dir: str | Path | None) -> Iterator[None]:
         handle.seek(0)
         other = handle.read().strip() or "unknown"
         handle.close()
-        raise RunLocked(f"{folder} is in use by another training run (pid {other}): wait for it "
-                        f"to finish, stop it, or choose another --out-dir") from None
+        raise RunLocked(f"{folder} is in use by another training run (pid {other}): "
+                        f"wait for it to finish, stop it, or choose another "
+                        f"--out-dir") from None
     handle.truncate(0)
     handle.write(f"{os.getpid()}\n")
     handle.flush()
@@ -318,7 +327,7 @@ RUN_FILES = ("checkpoints", "metrics.jsonl", "model", "results.json", "curves.pn
 
 
 def prepare_out_dir(config: TrainConfig, say: Callable[[str], None]) -> None:
-    """Tidy out_dir; refuse one that holds a run unless resuming; empty it with overwrite."""
+    """Tidy out_dir; refuse one holding a run unless resuming; empty it to overwrite."""
     out = Path(config.out_dir)
     for line in recover_folders(out) + recover_folders(out / "checkpoints"):
         say(f"cleaned up after an interrupted run: {line}")
@@ -326,30 +335,33 @@ def prepare_out_dir(config: TrainConfig, say: Callable[[str], None]) -> None:
     if not used or config.resume:
         return
     if not config.overwrite:
-        raise FileExistsError(f"{out} already holds a run ({', '.join(used)}): pass --resume "
-                              f"(resume=True) to continue it, --overwrite (overwrite=True) to "
-                              f"replace it, or choose another --out-dir")
+        raise FileExistsError(f"{out} already holds a run ({', '.join(used)}): pass "
+                              f"--resume (resume=True) to continue it, --overwrite "
+                              f"(overwrite=True) to replace it, or choose another "
+                              f"--out-dir")
     for name in used:
         path = out / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     say(f"overwrite: removed {', '.join(used)} from {out}")
 
 # %% ../book/07_training.ipynb #e846a66b
-EXACT_FIELDS = ("max_steps", "batch_size", "block_size", "tokens_per_step", "learning_rate",
-                "min_lr_ratio", "warmup_steps", "decay", "weight_decay", "beta1", "beta2",
-                "grad_clip", "seed")
+EXACT_FIELDS = ("max_steps", "batch_size", "block_size", "tokens_per_step",
+                "learning_rate", "min_lr_ratio", "warmup_steps", "decay",
+                "weight_decay", "beta1", "beta2", "grad_clip", "seed")
 
 
 def token_fingerprint(tokens: np.ndarray) -> str:
     """A cheap hash of a token array: its length, its ends and a strided sample."""
     n, window = len(tokens), 1 << 16
-    sample = np.concatenate([tokens[:window], tokens[-window:], tokens[::max(1, n // window)]])
-    return f"{n}:{hashlib.sha256(np.ascontiguousarray(sample).tobytes()).hexdigest()[:16]}"
+    stride = max(1, n // window)
+    sample = np.concatenate([tokens[:window], tokens[-window:], tokens[::stride]])
+    digest = hashlib.sha256(np.ascontiguousarray(sample).tobytes()).hexdigest()
+    return f"{n}:{digest[:16]}"
 
 
 def check_resume(state: dict, config: TrainConfig, facts: dict, folder: Path,
                  say: Callable[[str], None]) -> None:
-    """Refuse to resume when a setting that exactness depends on changed (unless allowed)."""
+    """Refuse to resume if a setting exactness needs has changed (unless allowed)."""
     saved = {**state["config"], **state.get("facts", {})}
     now = {**asdict(config), **facts}
     changed = {k: (saved[k], now[k]) for k in (*EXACT_FIELDS, *facts)
@@ -357,32 +369,35 @@ def check_resume(state: dict, config: TrainConfig, facts: dict, folder: Path,
     listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
     if config.max_steps < state["step"]:
         raise ValueError(f"{folder} is at step {state['step']}, beyond max_steps="
-                         f"{config.max_steps}: there is nothing to train. To train further, raise "
-                         f"--max-steps above {state['step']} (with --allow-config-change, since "
-                         f"it stretches the learning-rate schedule)")
+                         f"{config.max_steps}: there is nothing to train. To train "
+                         f"further, raise --max-steps above {state['step']} (with "
+                         f"--allow-config-change: it stretches the learning-rate "
+                         f"schedule)")
     if changed and not config.allow_config_change:
-        raise ValueError(f"resuming {folder} with changed settings ({listed}) would not continue "
-                         f"the same run exactly: restore them, or pass --allow-config-change "
-                         f"(allow_config_change=True) to continue anyway")
+        raise ValueError(f"resuming {folder} with changed settings ({listed}) would "
+                         f"not continue the same run exactly: restore them, or pass "
+                         f"--allow-config-change (allow_config_change=True) to "
+                         f"continue anyway")
     if changed:
         say(f"resuming with changed settings, as allowed: {listed}")
     if config.max_steps == state["step"]:
-        say(f"{folder} is already at max_steps={config.max_steps}: nothing to train; to train "
-            f"further raise --max-steps (with --allow-config-change)")
+        say(f"{folder} is already at max_steps={config.max_steps}: nothing to train; "
+            f"to train further raise --max-steps (with --allow-config-change)")
 
 
 def cut_metrics(path: Path, step: int) -> list[dict]:
-    """Keep the entries of metrics.jsonl up to step (dropping half-written lines); return them."""
+    """Keep the entries of metrics.jsonl up to step (and no half line); return them."""
     kept = []
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:   # the last line of a killed run may be cut short
+            except json.JSONDecodeError:   # a killed run's last line may be cut short
                 continue
             if isinstance(entry, dict) and entry.get("step", math.inf) <= step:
                 kept.append(entry)
-    atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(e) + "\n" for e in kept)))
+    text = "".join(json.dumps(entry) + "\n" for entry in kept)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
     return kept
 
 # %% ../book/07_training.ipynb #2353e972
@@ -390,26 +405,29 @@ class TrainingDiverged(FloatingPointError):
     """The loss or the gradient norm became NaN or infinite."""
 
 
-def divergence_message(loss: float, grad_norm: float, step: int, config: TrainConfig) -> str:
+def divergence_message(loss: float, grad_norm: float, step: int,
+                       config: TrainConfig) -> str:
     """What went wrong at step, and how to go on from the last good checkpoint."""
     kept = latest_checkpoint(config.out_dir) if config.out_dir else None
     lower = f"--learning-rate {config.learning_rate / 2:g}"
     if kept is None:
-        advice = (f"No checkpoint was written yet. Start again with a lower learning rate "
-                  f"({lower}) or a longer warmup (--warmup-steps {2 * config.warmup_steps or 100}).")
+        warmup = 2 * config.warmup_steps or 100
+        advice = (f"No checkpoint was written yet. Start again with a lower learning "
+                  f"rate ({lower}) or a longer warmup (--warmup-steps {warmup}).")
     else:
-        advice = (f"Last good checkpoint: {kept}. Resume from it with a lower learning rate: "
-                  f"--resume --allow-config-change {lower}.")
-    return (f"the training loss became {loss} (gradient norm {grad_norm}) at step {step}; the step "
-            f"was not taken and nothing from it was saved. {advice}")
+        advice = (f"Last good checkpoint: {kept}. Resume from it with a lower learning "
+                  f"rate: --resume --allow-config-change {lower}.")
+    return (f"the training loss became {loss} (gradient norm {grad_norm}) at step "
+            f"{step}; the step was not taken and nothing from it was saved. {advice}")
 
 
-def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_sum: torch.Tensor,
-                   config: TrainConfig, step: int) -> float:
-    """Clip, check that loss and gradient norm are finite, step, zero; return the loss."""
-    max_norm = config.grad_clip if config.grad_clip > 0 else math.inf  # inf: measure, no clip
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+                   loss_sum: torch.Tensor, config: TrainConfig, step: int) -> float:
+    """Clip; check that the loss and gradient norm are finite; step; zero. The loss."""
+    max_norm = config.grad_clip if config.grad_clip > 0 else math.inf  # inf: measure
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    loss, norm = torch.stack([loss_sum.float(), grad_norm.float().to(loss_sum.device)]).tolist()
+    both = torch.stack([loss_sum.float(), grad_norm.float().to(loss_sum.device)])
+    loss, norm = both.tolist()                           # one device-to-host copy
     if not (math.isfinite(loss) and math.isfinite(norm)):
         raise TrainingDiverged(divergence_message(loss, norm, step, config))
     optimizer.step()
@@ -434,7 +452,7 @@ class TrainResult:
 
 
 def perplexity(loss: float) -> float:
-    """exp(loss), and infinity instead of an OverflowError for a huge (diverged) loss."""
+    """exp(loss); infinity instead of an OverflowError for a huge (diverged) loss."""
     return math.exp(loss) if loss < 700 else math.inf
 
 
@@ -467,17 +485,20 @@ def check_run(model: LanguageModel, config: TrainConfig, train_tokens: np.ndarra
     """Refuse data shorter than a block and a block longer than the model's context."""
     for name, tokens in (("training", train_tokens), ("validation", val_tokens)):
         if len(tokens) <= config.block_size + 1:
-            raise ValueError(f"the {name} data has {len(tokens)} tokens, fewer than one block of "
-                             f"{config.block_size} + 1: use more data or a smaller block_size")
+            raise ValueError(f"the {name} data has {len(tokens)} tokens, fewer than "
+                             f"one block of {config.block_size} + 1: use more data or "
+                             f"a smaller block_size")
     if config.block_size > model.config.n_positions:
+        n_ctx = model.config.n_positions
         raise ValueError(f"block_size {config.block_size} exceeds the model's context "
-                         f"{model.config.n_positions}: pass --block-size "
-                         f"{model.config.n_positions} (or less), or a model with more positions")
+                         f"{n_ctx}: pass --block-size {n_ctx} (or less), or a model "
+                         f"with more positions")
 
 
-def start_run(model: LanguageModel, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-              config: TrainConfig, facts: dict, is_main: bool, say) -> tuple[int, list[dict]]:
-    """Prepare out_dir and resume if asked; return (first step, metrics kept from before)."""
+def start_run(model: LanguageModel, optimizer: Optimizer, generator: torch.Generator,
+              config: TrainConfig, facts: dict, is_main: bool,
+              say) -> tuple[int, list[dict]]:
+    """Prepare out_dir, resume if asked; return (first step, metrics kept so far)."""
     if config.out_dir is None:
         return 0, []
     if is_main:
@@ -497,9 +518,9 @@ def train(model: LanguageModel, config: TrainConfig, train_tokens: np.ndarray | 
     """Train model in place; return the metrics. Data defaults to chapter 1's Gutenberg splits."""
     rank, world_size, _ = distributed_context()
     if config.resume and (config.out_dir is None or latest_checkpoint(config.out_dir) is None):
-        raise FileNotFoundError(f"resume=True but {config.out_dir}/checkpoints holds no complete "
-                                f"checkpoint: start without --resume (with --overwrite if the "
-                                f"folder holds a run)")
+        raise FileNotFoundError(f"resume=True but {config.out_dir}/checkpoints holds no "
+                                f"complete checkpoint: start without --resume (with "
+                                f"--overwrite if the folder holds a run)")
     with run_lock(config.out_dir if rank == 0 else None):
         return _train(model, config, train_tokens, val_tokens, log)
 
@@ -667,24 +688,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def model_from_args(args: argparse.Namespace, seed: int) -> LanguageModel:
-    """A fresh model of a preset, or a saved one to fine-tune (--init-from, --dropout)."""
+    """A fresh preset model, or a saved one to fine-tune (--init-from, --dropout)."""
     if args.init_from:
         return load_pretrained(args.init_from, dropout=args.dropout)
-    sizes = {k: getattr(args, k) for k in ("vocab_size", "n_positions", "n_embd", "n_layer",
-                                            "n_head", "num_senses", "dropout", "sense_dedup")
-             if getattr(args, k) is not None}
+    names = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "num_senses",
+             "dropout", "sense_dedup")
+    sizes = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     torch.manual_seed(seed)
     return build_model(args.model, args.preset, **sizes)
 
 
 def write_results(model: LanguageModel, args: argparse.Namespace, config: TrainConfig,
-                  result: TrainResult, val_tokens: np.ndarray, device: torch.device) -> dict:
-    """Save the final model, evaluate it on the validation slice, write results.json and the plot."""
+                  result: TrainResult, val_tokens: np.ndarray,
+                  device: torch.device) -> dict:
+    """Save the final model, evaluate it on the validation slice, write the results."""
     out = Path(config.out_dir)
     save_pretrained(model, out / "model", dtype=getattr(torch, args.save_dtype))
     saved = load_pretrained(out / "model", device=device)
-    slice_loss = evaluate_tokens(saved, val_tokens, config.block_size, EVAL_SLICE_TOKENS,
-                                 device=device)
+    slice_loss = evaluate_tokens(saved, val_tokens, config.block_size,
+                                 EVAL_SLICE_TOKENS, device=device)
     trained_tokens = result.tokens_seen - result.resumed_at * result.tokens_seen / max(
         result.final_step, 1)
     summary = {"model": args.model, "parameters": model.num_parameters(),
@@ -695,12 +717,13 @@ def write_results(model: LanguageModel, args: argparse.Namespace, config: TrainC
                "device": device_name(device), "final_val_loss": result.final_val_loss,
                "val_slice_tokens": EVAL_SLICE_TOKENS, "val_slice_loss": slice_loss,
                "val_slice_ppl": perplexity(slice_loss), "saved_dtype": args.save_dtype}
-    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    text = json.dumps(summary, indent=2)
+    atomic_write(out / "results.json", lambda tmp: tmp.write_text(text))
     import matplotlib
     matplotlib.use("Agg")
     ax = plot_curves({args.model: read_metrics(out / "metrics.jsonl")})
-    atomic_write(out / "curves.png",
-                 lambda tmp: ax.figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    atomic_write(out / "curves.png", lambda tmp: ax.figure.savefig(
+        tmp, format="png", dpi=120, bbox_inches="tight"))
     return summary
 
 
@@ -710,22 +733,23 @@ def main(argv: list[str] | None = None) -> TrainResult:
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     model = model_from_args(args, config.seed)
     train_tokens = read_token_file(args.train_bin) if args.train_bin else None
-    val_tokens = read_token_file(args.val_bin) if args.val_bin else load_tokens("validation")
+    val_tokens = (read_token_file(args.val_bin) if args.val_bin
+                  else load_tokens("validation"))
     rank, _, local_rank = distributed_context()
     with run_lock(config.out_dir if rank == 0 else None):
         result = train(model, config, train_tokens, val_tokens)
         if config.out_dir and rank == 0:
             summary = write_results(model, args, config, result, val_tokens,
                                     resolve_device(config, local_rank))
-            print(json.dumps({k: summary[k] for k in ("steps", "tokens_seen", "val_slice_ppl",
-                                                      "device")}))
+            shown = ("steps", "tokens_seen", "val_slice_ppl", "device")
+            print(json.dumps({k: summary[k] for k in shown}))
     if dist.is_initialized():
         dist.destroy_process_group()
     return result
 
 
 def cli() -> None:
-    """`python -m backpack.train`: main(), with a bad input reported in one line, not a traceback."""
+    """`python -m backpack.train`: main(); a bad input is one line, not a traceback."""
     try:
         main()
     except (ValueError, OSError, RunLocked, TrainingDiverged) as err:
