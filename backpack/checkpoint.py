@@ -2,6 +2,7 @@
 
 # %% ../book/06_checkpoints.ipynb #4c525e5c
 """Saving and loading models in the public Hugging Face layout (chapter 6)."""
+
 from __future__ import annotations
 
 import json
@@ -28,27 +29,33 @@ __all__ = ['PREFIXES', 'CONV1D_LAYERS', 'IGNORED_SUFFIXES', 'ALIASES', 'StateDic
 
 # %% ../book/06_checkpoints.ipynb #0d45857d
 PREFIXES = {  # layout -> [(our prefix, public prefix)]
-    "backpack": [("transformer.", "backpack.gpt2_model."),
-                 ("sense_network.", "backpack.sense_network."),
-                 ("sense_weight_net.", "backpack.sense_weight_net.")],
+    "backpack": [
+        ("transformer.", "backpack.gpt2_model."),
+        ("sense_network.", "backpack.sense_network."),
+        ("sense_weight_net.", "backpack.sense_weight_net."),
+    ],
     "gpt2": [("transformer.", "transformer.")],
 }
-CONV1D_LAYERS = ("c_attn", "c_proj", "c_fc")            # GPT-2's Conv1D: [in, out]
+CONV1D_LAYERS = ("c_attn", "c_proj", "c_fc")  # GPT-2's Conv1D: [in, out]
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # causal masks, not weights
 ALIASES = {  # layout -> {alias: the key it repeats}
     "backpack": {
         "lm_head.weight": "backpack.gpt2_model.wte.weight",
         "backpack.word_embeddings.weight": "backpack.gpt2_model.wte.weight",
-        "backpack.position_embeddings.weight": "backpack.gpt2_model.wpe.weight"},
+        "backpack.position_embeddings.weight": "backpack.gpt2_model.wpe.weight",
+    },
     "gpt2": {"lm_head.weight": "transformer.wte.weight"},
 }
 
-
+# %% ../book/06_checkpoints.ipynb #1e69f8c8
 def is_conv1d(our_key: str) -> bool:
     """True for weights that the public format stores transposed ([in, out])."""
     *_, layer, kind = ("." + our_key).split(".")
-    return (kind == "weight" and layer in CONV1D_LAYERS
-            and not our_key.startswith("sense_weight_net."))
+    return (
+        kind == "weight"
+        and layer in CONV1D_LAYERS
+        and not our_key.startswith("sense_weight_net.")
+    )
 
 
 def layout_of(model: LanguageModel) -> str:
@@ -57,15 +64,17 @@ def layout_of(model: LanguageModel) -> str:
         return "backpack"
     if isinstance(model, TransformerLM):
         return "gpt2"
-    raise TypeError(f"cannot save a {type(model).__name__}: expected a BackpackLM or a "
-                    f"TransformerLM")
+    raise TypeError(
+        f"cannot save a {type(model).__name__}: expected a BackpackLM or a "
+        f"TransformerLM"
+    )
 
 # %% ../book/06_checkpoints.ipynb #71515bab
 def to_public_key(our_key: str, layout: str) -> str:
     """Our parameter name -> the public checkpoint's."""
     for ours, public in PREFIXES[layout]:
         if our_key.startswith(ours):
-            return public + our_key[len(ours):]
+            return public + our_key[len(ours) :]
     raise KeyError(f"parameter {our_key!r} has no place in the {layout} layout")
 
 
@@ -74,14 +83,19 @@ StateDict = dict[str, torch.Tensor]
 
 def to_public_state_dict(state: StateDict, layout: str) -> StateDict:
     """Our state dict -> public names, Conv1D weights transposed to [in, out]."""
-    return {to_public_key(key, layout): (v.t() if is_conv1d(key) else v).contiguous()
-            for key, v in state.items()}
+    return {
+        to_public_key(key, layout): (v.t() if is_conv1d(key) else v).contiguous()
+        for key, v in state.items()
+    }
 
-
+# %% ../book/06_checkpoints.ipynb #67c2a113
 def resolve_aliases(public: StateDict, layout: str) -> StateDict:
     """Drop aliases and mask buffers; an alias stands in for its key when missing."""
-    out = {k: v for k, v in public.items()
-           if k not in ALIASES[layout] and not k.endswith(IGNORED_SUFFIXES)}
+    out = {
+        k: v
+        for k, v in public.items()
+        if k not in ALIASES[layout] and not k.endswith(IGNORED_SUFFIXES)
+    }
     for alias, key in ALIASES[layout].items():
         if alias in public and key not in out:
             out[key] = public[alias]
@@ -94,7 +108,7 @@ def from_public_state_dict(public: StateDict, layout: str) -> StateDict:
     for key, value in resolve_aliases(public, layout).items():
         for our_prefix, public_prefix in PREFIXES[layout]:
             if key.startswith(public_prefix):
-                our_key = our_prefix + key[len(public_prefix):]
+                our_key = our_prefix + key[len(public_prefix) :]
                 ours[our_key] = value.t() if is_conv1d(our_key) else value
                 break
         else:
@@ -103,47 +117,63 @@ def from_public_state_dict(public: StateDict, layout: str) -> StateDict:
 
 # %% ../book/06_checkpoints.ipynb #f140def7
 ARCHITECTURES = {"backpack": "BackpackGPT2LMHeadModel", "gpt2": "GPT2LMHeadModel"}
-AUTO_MAP = {"AutoConfig": "configuration_backpack_gpt2.BackpackGPT2Config",
-            "AutoModelForCausalLM": "modeling_backpack_gpt2.BackpackGPT2LMHeadModel"}
+AUTO_MAP = {
+    "AutoConfig": "configuration_backpack_gpt2.BackpackGPT2Config",
+    "AutoModelForCausalLM": "modeling_backpack_gpt2.BackpackGPT2LMHeadModel",
+}
 BOOK_FIELDS = ("sense_dedup", "divide_by_senses", "attention_backend")
 REQUIRED_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
 GPT2_USUAL = {  # GPT-2's keys that our architecture does not vary, at the public values
     "n_inner": None, "activation_function": "gelu_new", "scale_attn_weights": True,
-    "reorder_and_upcast_attn": False, "initializer_range": 0.02, "bos_token_id": 50256,
-    "eos_token_id": 50256, "summary_type": "cls_index", "summary_use_proj": True,
-    "summary_activation": None, "summary_proj_to_labels": True,
-    "summary_first_dropout": 0.1,
-    "use_cache": True, "tie_word_embeddings": True}
+    "reorder_and_upcast_attn": False, "initializer_range": 0.02,
+    "bos_token_id": 50256, "eos_token_id": 50256, "summary_type": "cls_index",
+    "summary_use_proj": True, "summary_activation": None,
+    "summary_proj_to_labels": True, "summary_first_dropout": 0.1,
+    "use_cache": True, "tie_word_embeddings": True,
+}  # fmt: skip
 
-
+# %% ../book/06_checkpoints.ipynb #823d846e
 def config_to_json(config: BackpackConfig, layout: str) -> dict:
     """The public config.json of a model."""
-    out = {"model_type": "gpt2", "architectures": [ARCHITECTURES[layout]], **GPT2_USUAL,
-           "vocab_size": config.vocab_size, "n_positions": config.n_positions,
-           "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head,
-           "layer_norm_epsilon": config.layer_norm_epsilon,
-           "resid_pdrop": config.dropout, "embd_pdrop": config.dropout,
-           "attn_pdrop": config.dropout,
-           "scale_attn_by_inverse_layer_idx": config.scale_attn_by_inverse_layer_idx}
+    out = {
+        "model_type": "gpt2",
+        "architectures": [ARCHITECTURES[layout]],
+        **GPT2_USUAL,
+        "vocab_size": config.vocab_size,
+        "n_positions": config.n_positions,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "scale_attn_by_inverse_layer_idx": config.scale_attn_by_inverse_layer_idx,
+    }
     if layout == "backpack":
-        out.update(auto_map=AUTO_MAP, num_senses=config.num_senses,
-                   sense_intermediate_scale=config.sense_intermediate_scale)
+        out.update(
+            auto_map=AUTO_MAP,
+            num_senses=config.num_senses,
+            sense_intermediate_scale=config.sense_intermediate_scale,
+        )
     out["backpack_book"] = {name: getattr(config, name) for name in BOOK_FIELDS}
     return dict(sorted(out.items()))
 
-
+# %% ../book/06_checkpoints.ipynb #dae10b2e
 def layout_from_json(values: dict) -> str:
     """'backpack' or 'gpt2': by architectures, then num_senses, then old model_type."""
     architectures = values.get("architectures") or []
     if ARCHITECTURES["backpack"] in architectures or "num_senses" in values:
         return "backpack"
-    if values.get("model_type") == "backpack-gpt2":   # our older configs
+    if values.get("model_type") == "backpack-gpt2":  # our older configs
         return "backpack"
     if values.get("model_type", "gpt2") == "gpt2":
         return "gpt2"
-    raise ValueError(f"model_type {values['model_type']!r} with architectures "
-                     f"{architectures} is neither a Backpack nor a GPT-2: this loader "
-                     f"reads only those two")
+    raise ValueError(
+        f"model_type {values['model_type']!r} with architectures "
+        f"{architectures} is neither a Backpack nor a GPT-2: this loader "
+        f"reads only those two"
+    )
 
 # %% ../book/06_checkpoints.ipynb #9b7ebb69
 class CheckpointError(ValueError):
@@ -152,31 +182,47 @@ class CheckpointError(ValueError):
 
 def check_supported(values: dict, source: str) -> None:
     """Refuse GPT-2 options that this implementation does not have."""
-    for key in ("activation_function", "n_inner", "scale_attn_weights",
-                "reorder_and_upcast_attn"):
+    for key in (
+        "activation_function",
+        "n_inner",
+        "scale_attn_weights",
+        "reorder_and_upcast_attn",
+    ):
         if values.get(key, GPT2_USUAL[key]) != GPT2_USUAL[key]:
-            raise CheckpointError(f"{source} sets {key}={values[key]!r}; this "
-                                  f"implementation supports only {GPT2_USUAL[key]!r}")
+            raise CheckpointError(
+                f"{source} sets {key}={values[key]!r}; this "
+                f"implementation supports only {GPT2_USUAL[key]!r}"
+            )
     if values.get("add_cross_attention", False):
-        raise CheckpointError(f"{source} sets add_cross_attention=true, which this "
-                              f"implementation does not have")
-    rates = {k: values[k] for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")
-             if k in values}
+        raise CheckpointError(
+            f"{source} sets add_cross_attention=true, which this "
+            f"implementation does not have"
+        )
+    rates = {
+        k: values[k] for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop") if k in values
+    }
     if len(set(rates.values())) > 1:
-        raise CheckpointError(f"{source} has different dropout rates {rates}; this "
-                              f"model uses one: set all three to the same value")
+        raise CheckpointError(
+            f"{source} has different dropout rates {rates}; this "
+            f"model uses one: set all three to the same value"
+        )
 
-
-def config_from_json(values: dict, source: str = "config.json"
-                     ) -> tuple[BackpackConfig, str]:
+# %% ../book/06_checkpoints.ipynb #b3d924a2
+def config_from_json(
+    values: dict, source: str = "config.json"
+) -> tuple[BackpackConfig, str]:
     """A public config.json -> (our config, layout); refuse what we cannot honour."""
     if not isinstance(values, dict):
-        raise CheckpointError(f"{source} holds a JSON {type(values).__name__}, not an "
-                              f"object (a dict of fields): is it a config.json?")
+        raise CheckpointError(
+            f"{source} holds a JSON {type(values).__name__}, not an "
+            f"object (a dict of fields): is it a config.json?"
+        )
     missing = [key for key in REQUIRED_FIELDS if key not in values]
     if missing:
-        raise CheckpointError(f"{source} lacks the field(s) {missing}: a GPT-2 "
-                              f"config.json needs {list(REQUIRED_FIELDS)}")
+        raise CheckpointError(
+            f"{source} lacks the field(s) {missing}: a GPT-2 "
+            f"config.json needs {list(REQUIRED_FIELDS)}"
+        )
     layout = layout_from_json(values)
     check_supported(values, source)
     book = values.get("backpack_book", {})
@@ -189,7 +235,8 @@ def config_from_json(values: dict, source: str = "config.json"
             scale_attn_by_inverse_layer_idx=by_layer,
             num_senses=values.get("num_senses", 16),
             sense_intermediate_scale=values.get("sense_intermediate_scale", 4),
-            **{k: v for k, v in book.items() if k in BOOK_FIELDS})
+            **{k: v for k, v in book.items() if k in BOOK_FIELDS},
+        )
     except ConfigError as err:
         raise CheckpointError(f"{source}: {err}") from err
     return config, layout
@@ -216,7 +263,7 @@ def atomic_write(path: Path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
-
+# %% ../book/06_checkpoints.ipynb #626af000
 @contextmanager
 def replaced_folder(path: str | Path) -> Iterator[Path]:
     """Yield a new empty folder; when the block succeeds, it replaces path."""
@@ -259,20 +306,23 @@ def recover_folders(folder: str | Path) -> list[str]:
     return done
 
 # %% ../book/06_checkpoints.ipynb #7ee39dbc
-def write_pretrained(model: LanguageModel, folder: Path,
-                     dtype: torch.dtype | None = None) -> None:
+def write_pretrained(
+    model: LanguageModel, folder: Path, dtype: torch.dtype | None = None
+) -> None:
     """Write config.json and model.safetensors into folder (a folder being built)."""
     layout = layout_of(model)
-    state = {k: v.detach().to("cpu", dtype or v.dtype)
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", dtype or v.dtype) for k, v in model.state_dict().items()
+    }
     public = to_public_state_dict(state, layout)
     save_file(public, str(folder / "model.safetensors"), metadata={"format": "pt"})
     config = config_to_json(model.config, layout)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def save_pretrained(model: LanguageModel, path: str | Path,
-                    dtype: torch.dtype | None = None) -> None:
+def save_pretrained(
+    model: LanguageModel, path: str | Path, dtype: torch.dtype | None = None
+) -> None:
     """Save config.json and model.safetensors into the folder path, replacing it whole.
 
     dtype: store the weights in this dtype (float16 halves the file); default: as is.
@@ -285,54 +335,72 @@ def read_config(path: Path) -> tuple[BackpackConfig, str]:
     """The (config, layout) of a checkpoint folder's config.json."""
     file = path / "config.json"
     if not file.is_file():
-        raise FileNotFoundError(f"{file} not found: a checkpoint folder holds "
-                                f"config.json and model.safetensors (save_pretrained)")
+        raise FileNotFoundError(
+            f"{file} not found: a checkpoint folder holds "
+            f"config.json and model.safetensors (save_pretrained)"
+        )
     try:
         values = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{file} is not valid JSON ({err}): the file is damaged; "
-                              f"save the model again or restore the file") from err
+        raise CheckpointError(
+            f"{file} is not valid JSON ({err}): the file is damaged; "
+            f"save the model again or restore the file"
+        ) from err
     return config_from_json(values, str(file))
 
-
+# %% ../book/06_checkpoints.ipynb #9733f004
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint folder (safetensors first; .bin: weights only)."""
     safetensors, pickle = path / "model.safetensors", path / "pytorch_model.bin"
     file = safetensors if safetensors.exists() else pickle
     if not file.exists():
-        raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path}: "
-                                f"is this a folder written by save_pretrained?")
+        raise FileNotFoundError(
+            f"no model.safetensors or pytorch_model.bin in {path}: "
+            f"is this a folder written by save_pretrained?"
+        )
     try:
         if file == safetensors:
             return load_file(str(file))
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # safetensors, pickle and zip each raise their own errors
-        raise CheckpointError(f"cannot read {file}: {type(err).__name__}: {err}. The "
-                              f"file is truncated, corrupt or not a weights file; save "
-                              f"or copy it again") from err
+        raise CheckpointError(
+            f"cannot read {file}: {type(err).__name__}: {err}. The "
+            f"file is truncated, corrupt or not a weights file; save "
+            f"or copy it again"
+        ) from err
 
-
-def load_state(model: LanguageModel, state: StateDict,
-               source: str = "checkpoint") -> None:
+# %% ../book/06_checkpoints.ipynb #4322cc1d
+def load_state(
+    model: LanguageModel, state: StateDict, source: str = "checkpoint"
+) -> None:
     """Copy state (our names) into model; refuse missing, extra, mis-shaped tensors."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{source} does not fit this {type(model).__name__}: "
-                         f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                         f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        more_missing = "..." if len(missing) > 5 else ""
+        more_unexpected = "..." if len(unexpected) > 5 else ""
+        raise ValueError(
+            f"{source} does not fit this {type(model).__name__}: "
+            f"missing keys {missing[:5]}{more_missing}, "
+            f"unexpected keys {unexpected[:5]}{more_unexpected}"
+        )
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
-            raise ValueError(f"{source}: {key} has shape {tuple(tensor.shape)} in the checkpoint but "
-                             f"{tuple(expected[key].shape)} in the model: the checkpoint was made "
-                             f"with another config")
+            raise ValueError(
+                f"{source}: {key} has shape {tuple(tensor.shape)} in the checkpoint "
+                f"but {tuple(expected[key].shape)} in the model: the checkpoint was "
+                f"made with another config"
+            )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
 
 # %% ../book/06_checkpoints.ipynb #e51cf0bc
-def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32,
-                    device: str | torch.device = "cpu", dropout: float | None = None
-                    ) -> LanguageModel:
+def load_pretrained(
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    dropout: float | None = None,
+) -> LanguageModel:
     """Load a BackpackLM or TransformerLM from a public-layout folder, in eval mode.
 
     dropout: replace the config's dropout rate (it acts in train mode: fine-tuning).
