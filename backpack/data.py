@@ -20,11 +20,24 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import backpack
 
-# The package folder is backpack/, the repository is its parent. (`backpack.__file__` rather than this
-# module's `__file__`, so the same line also runs inside the notebook that defines this module.)
+# %% auto #0
+__all__ = ['REPO_DIR', 'DATA_DIR', 'CACHE_DIR', 'CORPUS_DIR', 'CORPUS_FILES', 'MANIFEST_PATH', 'EOT', 'TOKENIZER_PATH',
+           'GPT2_DIR', 'PathLike', 'DataError', 'corpus_path', 'read_text', 'load_text', 'byte_level_bpe',
+           'text_chunks', 'train_tokenizer_from_texts', 'train_tokenizer', 'tokenizer_json', 'tokenizer_fingerprint',
+           'load_tokenizer', 'load_gpt2_tokenizer', 'encode_corpus', 'read_token_file', 'load_tokens', 'batch_at',
+           'get_batch', 'check_size']
+
+# %% ../book/01_data.ipynb #5e95d2fd
+# The package folder is backpack/, the repository is its parent. (`backpack.__file__`
+# rather than this module's `__file__`, so the same line also runs inside the notebook
+# that defines this module.)
 REPO_DIR: Path = Path(backpack.__file__).resolve().parent.parent
 DATA_DIR: Path = REPO_DIR / "data"
-CACHE_DIR: Path = Path(os.environ["BACKPACK_CACHE"]) if os.environ.get("BACKPACK_CACHE") else REPO_DIR / ".cache" / "backpack"
+CACHE_DIR: Path = (
+    Path(os.environ["BACKPACK_CACHE"])
+    if os.environ.get("BACKPACK_CACHE")
+    else REPO_DIR / ".cache" / "backpack"
+)
 
 CORPUS_DIR: Path = DATA_DIR / "corpus" / "gutenberg"
 CORPUS_FILES: dict[str, Path] = {
@@ -34,87 +47,120 @@ CORPUS_FILES: dict[str, Path] = {
 }
 MANIFEST_PATH: Path = CORPUS_DIR / "gutenberg_manifest.tsv"
 
-EOT: str = "<|endoftext|>"  # GPT-2's end-of-text token; our tokenizer reserves it too (id 0)
+# GPT-2's end-of-text token; our tokenizer reserves it too (id 0)
+EOT: str = "<|endoftext|>"
 TOKENIZER_PATH: Path = DATA_DIR / "tokenizer" / "gutenberg-16k.json"
 GPT2_DIR: Path = DATA_DIR / "tokenizer" / "gpt2"
 
 PathLike = Union[str, os.PathLike]
 
-# %% auto #0
-__all__ = ['REPO_DIR', 'DATA_DIR', 'CACHE_DIR', 'CORPUS_DIR', 'CORPUS_FILES', 'MANIFEST_PATH', 'EOT', 'TOKENIZER_PATH',
-           'GPT2_DIR', 'PathLike', 'DataError', 'corpus_path', 'read_text', 'load_text', 'byte_level_bpe',
-           'text_chunks', 'train_tokenizer_from_texts', 'train_tokenizer', 'tokenizer_json', 'tokenizer_fingerprint',
-           'load_tokenizer', 'load_gpt2_tokenizer', 'encode_corpus', 'read_token_file', 'load_tokens', 'check_size',
-           'batch_at', 'get_batch']
-
-# %% ../book/01_data.ipynb #5e95d2fd
+# %% ../book/01_data.ipynb #55ef579f
 class DataError(ValueError):
-    """A data file is missing, empty, unreadable or too small; the message names the file and the fix."""
+    """A data file is missing, empty, unreadable or too small.
+
+    The message names the file and the fix."""
 
 # %% ../book/01_data.ipynb #810c041d
 def corpus_path(split_or_path: PathLike) -> Path:
-    """The file of a split name ("train", "validation", "test") or a path; `DataError` if it does not exist."""
+    """The file of a split name ("train", "validation", "test") or a path.
+
+    Raises `DataError` if it does not exist."""
     if isinstance(split_or_path, str) and split_or_path in CORPUS_FILES:
         path = CORPUS_FILES[split_or_path]
     else:
         path = Path(split_or_path)
         if not path.suffix and not path.exists():
-            raise DataError(f"unknown split {str(split_or_path)!r}: use one of {sorted(CORPUS_FILES)} or a path to a text file")
+            raise DataError(
+                f"unknown split {str(split_or_path)!r}: use one of "
+                f"{sorted(CORPUS_FILES)} or a path to a text file"
+            )
     if not path.is_file():
-        raise DataError(f"corpus file {path} not found: it ships with the repository under data/ "
-                        f"(see data/README.md); restore it with `git checkout -- {path.name}` or pass an existing file")
+        raise DataError(
+            f"corpus file {path} not found: it ships with the repository under data/ "
+            f"(see data/README.md); restore it with `git checkout -- {path.name}` "
+            "or pass an existing file"
+        )
     return path
 
-
+# %% ../book/01_data.ipynb #76b069ea
 def _open_binary(path: Path):
     """Open a plain or xz-compressed file for reading bytes."""
     return lzma.open(path, "rb") if path.suffix == ".xz" else open(path, "rb")
 
 
+def _empty_corpus(path: Path) -> DataError:
+    """The error for an empty corpus file."""
+    return DataError(
+        f"corpus file {path} is empty: fill it with UTF-8 text "
+        "(one document after another)"
+    )
+
+
 def read_text(split_or_path: PathLike) -> str:
-    """The whole text of a corpus file (xz is decompressed), checked to be non-empty, valid UTF-8."""
+    """The whole text of a corpus file (xz is decompressed): non-empty UTF-8."""
     path = corpus_path(split_or_path)
     try:
         with _open_binary(path) as f:
             raw = f.read()
     except lzma.LZMAError as err:
-        raise DataError(f"corpus file {path} is not a valid xz archive ({err}): re-create it with `xz -9`") from err
+        raise DataError(
+            f"corpus file {path} is not a valid xz archive ({err}): "
+            "re-create it with `xz -9`"
+        ) from err
     if not raw.strip():
-        raise DataError(f"corpus file {path} is empty: fill it with UTF-8 text (one document after another)")
+        raise _empty_corpus(path)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"corpus file {path} is not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 4]!r}): "
-                        f"re-encode it, e.g. `iconv -f latin1 -t utf-8`") from err
+        bad_bytes = raw[err.start : err.start + 4]
+        raise DataError(
+            f"corpus file {path} is not valid UTF-8 (byte {err.start}: {bad_bytes!r}): "
+            "re-encode it, e.g. `iconv -f latin1 -t utf-8`"
+        ) from err
 
 # %% ../book/01_data.ipynb #2a8fce6f
 def load_text(split_or_path: PathLike, keep_linebreaks: bool = False):
-    """The corpus as a `datasets.Dataset` with one row per line (column "text"), read offline.
+    """The corpus as a `datasets.Dataset`, one row per line (column "text"), offline.
 
-    `datasets` is imported here, not at the top of the module: the rest of the module needs only torch,
-    numpy and tokenizers.
+    `datasets` is imported here, not at the top of the module: the rest of the module
+    needs only torch, numpy and tokenizers.
     """
     path = corpus_path(split_or_path)
     with _open_binary(path) as f:
         if not f.read(1):
-            raise DataError(f"corpus file {path} is empty: fill it with UTF-8 text (one document after another)")
+            raise _empty_corpus(path)
     import datasets
 
     datasets.disable_progress_bars()
     try:
-        return datasets.load_dataset("text", data_files=str(path), split="train", keep_linebreaks=keep_linebreaks,
-                                     cache_dir=str(CACHE_DIR / "datasets"))
+        return datasets.load_dataset(
+            "text",
+            data_files=str(path),
+            split="train",
+            keep_linebreaks=keep_linebreaks,
+            cache_dir=str(CACHE_DIR / "datasets"),
+        )
     except Exception as err:  # datasets wraps decoding errors in its own exception type
-        cause: BaseException | None = err
-        while cause is not None and not isinstance(cause, UnicodeDecodeError):
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(cause, UnicodeDecodeError):
-            raise DataError(f"corpus file {path} is not valid UTF-8: re-encode it, e.g. `iconv -f latin1 -t utf-8`") from err
+        if _caused_by_unicode_error(err):
+            raise DataError(
+                f"corpus file {path} is not valid UTF-8: "
+                "re-encode it, e.g. `iconv -f latin1 -t utf-8`"
+            ) from err
         raise
 
-# %% ../book/01_data.ipynb #8acb8ef4
+
+def _caused_by_unicode_error(err: BaseException) -> bool:
+    """Whether a UnicodeDecodeError is in the chain of causes of `err`."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, UnicodeDecodeError):
+        cause = cause.__cause__ or cause.__context__
+    return cause is not None
+
+# %% ../book/01_data.ipynb #2eff8ca9
 def byte_level_bpe(model: models.BPE | None = None) -> Tokenizer:
-    """A GPT-2-style tokenizer around a BPE `model`: byte-level pre-tokenizer (no prefix space) and decoder."""
+    """A GPT-2-style tokenizer around a BPE `model`.
+
+    Byte-level pre-tokenizer (no prefix space) and decoder."""
     tokenizer = Tokenizer(model if model is not None else models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -122,88 +168,126 @@ def byte_level_bpe(model: models.BPE | None = None) -> Tokenizer:
 
 
 def text_chunks(text: str, chunk_chars: int = 1 << 16) -> Iterator[str]:
-    """Cut `text` into pieces of about `chunk_chars` characters, only just before a newline that follows a
-    non-space character. No pre-token of the GPT-2 regex spans such a cut, so encoding the pieces one by one
+    """Cut `text` into pieces of about `chunk_chars` characters.
+
+    Cuts fall only just before a newline that follows a non-space character. No
+    pre-token of the GPT-2 regex spans such a cut, so encoding the pieces one by one
     gives exactly the tokens of encoding the whole text."""
     boundary = re.compile(r"(?<=\S)(?=\n)")
     start = 0
     while start < len(text):
-        cut = boundary.search(text, start + chunk_chars) if start + chunk_chars < len(text) else None
+        if start + chunk_chars < len(text):
+            cut = boundary.search(text, start + chunk_chars)
+        else:
+            cut = None
         end = cut.start() if cut else len(text)
         yield text[start:end]
         start = end
 
+# %% ../book/01_data.ipynb #799d6d48
+def train_tokenizer_from_texts(
+    texts: Iterable[str], vocab_size: int = 16384, min_frequency: int = 2
+) -> Tokenizer:
+    """Train a byte-level BPE tokenizer on `texts`.
 
-def train_tokenizer_from_texts(texts: Iterable[str], vocab_size: int = 16384, min_frequency: int = 2) -> Tokenizer:
-    """Train a byte-level BPE tokenizer with `vocab_size` entries (including `EOT`, id 0) on `texts`."""
+    It has `vocab_size` entries, including `EOT` (id 0)."""
     tokenizer = byte_level_bpe()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return tokenizer
 
 
-def train_tokenizer(files: PathLike | Sequence[PathLike], vocab_size: int = 16384, min_frequency: int = 2) -> Tokenizer:
-    """Train a byte-level BPE tokenizer on corpus files (split names or paths, `.txt` or `.txt.xz`)."""
+def train_tokenizer(
+    files: PathLike | Sequence[PathLike],
+    vocab_size: int = 16384,
+    min_frequency: int = 2,
+) -> Tokenizer:
+    """Train a byte-level BPE tokenizer on corpus files.
+
+    `files`: split names or paths, `.txt` or `.txt.xz`."""
     files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
-    return train_tokenizer_from_texts((chunk for f in files for chunk in text_chunks(read_text(f))),
-                                      vocab_size, min_frequency)
+    return train_tokenizer_from_texts(
+        (chunk for f in files for chunk in text_chunks(read_text(f))),
+        vocab_size,
+        min_frequency,
+    )
 
 # %% ../book/01_data.ipynb #f2bdc13c
 def tokenizer_json(tokenizer: Tokenizer) -> str:
-    """A canonical JSON text of a tokenizer (sorted keys), equal for equal tokenizers however they were made."""
-    return json.dumps(json.loads(tokenizer.to_str()), sort_keys=True, ensure_ascii=False)
+    """A canonical JSON text of a tokenizer (sorted keys).
+
+    Equal for equal tokenizers, however they were made."""
+    return json.dumps(
+        json.loads(tokenizer.to_str()), sort_keys=True, ensure_ascii=False
+    )
 
 
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
-    """A short hash of the tokenizer; the token cache is keyed on it, so a new tokenizer never reads stale tokens."""
+    """A short hash of the tokenizer.
+
+    The token cache is keyed on it, so a new tokenizer never reads stale tokens."""
     return hashlib.sha256(tokenizer_json(tokenizer).encode("utf-8")).hexdigest()[:16]
 
 
 def load_tokenizer(path: PathLike = TOKENIZER_PATH) -> Tokenizer:
-    """Load a tokenizer saved with `Tokenizer.save` (by default the committed 16k Gutenberg tokenizer)."""
+    """Load a tokenizer saved with `Tokenizer.save`.
+
+    By default, the committed 16k Gutenberg tokenizer."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"tokenizer file {path} not found: run book/01_data.ipynb, which trains it and saves it "
-                        f"(`train_tokenizer('train').save(str(path))`), or restore it from git")
+        raise DataError(
+            f"tokenizer file {path} not found: run book/01_data.ipynb, which trains it "
+            f"and saves it (`train_tokenizer('train').save(str(path))`), or restore it "
+            "from git"
+        )
     try:
         return Tokenizer.from_file(str(path))
-    except Exception as err:  # the tokenizers library raises a bare Exception on a bad file
-        raise DataError(f"tokenizer file {path} cannot be read ({err}): it is truncated or not a "
-                        f"tokenizer saved with `Tokenizer.save`; restore it from git or save it "
-                        f"again") from err
+    except Exception as err:  # the tokenizers library raises a bare Exception
+        raise DataError(
+            f"tokenizer file {path} cannot be read ({err}): it is truncated or not a "
+            f"tokenizer saved with `Tokenizer.save`; restore it from git or save it "
+            f"again"
+        ) from err
 
 # %% ../book/01_data.ipynb #68d6dbba
-def load_gpt2_tokenizer(encoder_json: PathLike = GPT2_DIR / "encoder.json",
-                        vocab_bpe: PathLike = GPT2_DIR / "vocab.bpe") -> Tokenizer:
-    """GPT-2's byte-level BPE tokenizer built from OpenAI's `encoder.json` and `vocab.bpe` (no hub download);
-    `<|endoftext|>` is token 50256."""
+def load_gpt2_tokenizer(
+    encoder_json: PathLike = GPT2_DIR / "encoder.json",
+    vocab_bpe: PathLike = GPT2_DIR / "vocab.bpe",
+) -> Tokenizer:
+    """GPT-2's byte-level BPE tokenizer, from OpenAI's `encoder.json` and `vocab.bpe`.
+
+    No hub download; `<|endoftext|>` is token 50256."""
     for path in (Path(encoder_json), Path(vocab_bpe)):
         if not path.is_file():
-            raise DataError(f"tokenizer file {path} not found: GPT-2's encoder.json and vocab.bpe ship under "
-                            f"data/tokenizer/gpt2/ (see data/README.md); restore them from git")
+            raise DataError(
+                f"tokenizer file {path} not found: GPT-2's encoder.json and vocab.bpe "
+                f"ship under data/tokenizer/gpt2/ (see data/README.md); restore them "
+                "from git"
+            )
     tokenizer = byte_level_bpe(models.BPE.from_file(str(encoder_json), str(vocab_bpe)))
-    tokenizer.add_special_tokens([EOT])  # already in the vocabulary (50256): this makes it match as one token
+    # EOT is already in the vocabulary (50256): this makes it match as one token
+    tokenizer.add_special_tokens([EOT])
     return tokenizer
 
 # %% ../book/01_data.ipynb #d83f7b6a
-def _cache_name(split_or_path: PathLike) -> str:
-    """File name of a split's tokens: the split name, or a file's stem plus a hash of its content."""
-    if isinstance(split_or_path, str) and split_or_path in CORPUS_FILES:
-        return f"{split_or_path}.bin"
-    path = corpus_path(split_or_path)
-    return f"{path.name.split('.')[0]}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}.bin"
+def encode_corpus(
+    split: PathLike,
+    tokenizer: Tokenizer | None = None,
+    cache_dir: PathLike = CACHE_DIR,
+    batch_chunks: int = 64,
+) -> Path:
+    """Tokenize a split (or a text file) into a flat uint16 file; reuse it when present.
 
-
-def encode_corpus(split: PathLike, tokenizer: Tokenizer | None = None, cache_dir: PathLike = CACHE_DIR,
-                  batch_chunks: int = 64) -> Path:
-    """Tokenize a split (or a text file) into a flat uint16 file `<cache_dir>/<fingerprint>/<split>.bin`;
-    reuse it when present. `tokenizer` defaults to the committed 16k tokenizer."""
+    The file is `<cache_dir>/<fingerprint>/<split>.bin`. `tokenizer` defaults to the
+    committed 16k tokenizer."""
     tokenizer = load_tokenizer() if tokenizer is None else tokenizer
-    max_tokens = int(np.iinfo(np.uint16).max) + 1
-    if tokenizer.get_vocab_size() > max_tokens:
-        raise DataError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens: ids above {max_tokens - 1} "
-                        f"do not fit the uint16 token files; use a vocabulary of at most {max_tokens}")
+    _check_fits_uint16(tokenizer)
     out = Path(cache_dir) / tokenizer_fingerprint(tokenizer) / _cache_name(split)
     if out.exists():
         return out
@@ -213,73 +297,139 @@ def encode_corpus(split: PathLike, tokenizer: Tokenizer | None = None, cache_dir
     try:
         with open(tmp, "wb") as f:
             for start in range(0, len(chunks), batch_chunks):
-                for encoding in tokenizer.encode_batch(chunks[start:start + batch_chunks]):
+                batch = chunks[start : start + batch_chunks]
+                for encoding in tokenizer.encode_batch(batch):
                     np.asarray(encoding.ids, dtype=np.uint16).tofile(f)
         os.replace(tmp, out)  # atomic: readers see no file or the whole file
     finally:
         tmp.unlink(missing_ok=True)
     return out
 
+# %% ../book/01_data.ipynb #27ac4395
+def _cache_name(split_or_path: PathLike) -> str:
+    """File name of a split's tokens: the split name, or a file's stem plus a hash."""
+    if isinstance(split_or_path, str) and split_or_path in CORPUS_FILES:
+        return f"{split_or_path}.bin"
+    path = corpus_path(split_or_path)
+    content_hash = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return f"{path.name.split('.')[0]}-{content_hash}.bin"
 
+
+def _check_fits_uint16(tokenizer: Tokenizer) -> None:
+    """Refuse a tokenizer whose ids do not fit in a uint16."""
+    max_tokens = int(np.iinfo(np.uint16).max) + 1
+    if tokenizer.get_vocab_size() > max_tokens:
+        raise DataError(
+            f"the tokenizer has {tokenizer.get_vocab_size()} tokens: ids above "
+            f"{max_tokens - 1} do not fit the uint16 token files; use a vocabulary of "
+            f"at most {max_tokens}"
+        )
+
+# %% ../book/01_data.ipynb #ac5e1989
 def read_token_file(path: PathLike) -> np.memmap:
-    """A flat uint16 token file as a read-only memmap, checked: present, not empty, whole tokens."""
+    """A flat uint16 token file as a read-only memmap.
+
+    Checked: present, not empty, whole tokens."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"token file {path} not found: write one with encode_corpus, or "
-                        f"`np.asarray(ids, dtype=np.uint16).tofile(path)`")
+        raise DataError(
+            f"token file {path} not found: write one with encode_corpus, or "
+            f"`np.asarray(ids, dtype=np.uint16).tofile(path)`"
+        )
     size = path.stat().st_size
     if size == 0:
-        raise DataError(f"token file {path} is empty: delete it and call encode_corpus again")
+        raise DataError(
+            f"token file {path} is empty: delete it and call encode_corpus again"
+        )
     if size % 2:
-        raise DataError(f"token file {path} has {size} bytes, an odd number, so it is not a whole "
-                        f"number of uint16 tokens: it is truncated; delete it and encode again")
+        raise DataError(
+            f"token file {path} has {size} bytes, an odd number, so it is not a whole "
+            f"number of uint16 tokens: it is truncated; delete it and encode again"
+        )
     return np.memmap(path, dtype=np.uint16, mode="r")
 
 
-def load_tokens(split: PathLike, tokenizer: Tokenizer | None = None, cache_dir: PathLike = CACHE_DIR) -> np.memmap:
-    """The token ids of a split as a read-only uint16 memmap, encoding the split on first use."""
+def load_tokens(
+    split: PathLike, tokenizer: Tokenizer | None = None, cache_dir: PathLike = CACHE_DIR
+) -> np.memmap:
+    """The token ids of a split as a read-only uint16 memmap, encoded on first use."""
     return read_token_file(encode_corpus(split, tokenizer, cache_dir))
 
 # %% ../book/01_data.ipynb #b914600f
-def _name(tokens: np.ndarray) -> str:
-    """How to name a token array in an error message: its file when it is a memmap."""
-    filename = getattr(tokens, "filename", None)
-    return f"token file {filename}" if filename else "the token array"
+def batch_at(
+    tokens: np.ndarray, offsets: torch.Tensor, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs `x = tokens[o : o+T]`, targets `y = tokens[o+1 : o+1+T]`, T = block_size.
 
+    One row per offset `o`, as int64 tensors of shape (batch, T)."""
+    _check_block(tokens, block_size)
+    offsets = np.asarray(offsets, dtype=np.int64)  # (batch,)
+    _check_offsets(tokens, offsets, block_size)
+    window = offsets[:, None] + np.arange(block_size + 1)  # (batch, T+1)
+    ids = torch.from_numpy(tokens[window].astype(np.int64))  # (batch, T+1)
+    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()  # (batch, T), (batch, T)
 
+# %% ../book/01_data.ipynb #f9014e5d
+def get_batch(
+    split: PathLike,
+    batch_size: int,
+    block_size: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+    tokens: np.ndarray | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch `(x, y)` of shape (batch_size, block_size).
+
+    From a split (or from `tokens` if given); the same seeded `generator` gives the
+    same batches."""
+    check_size("batch_size", batch_size)
+    check_size("block_size", block_size)
+    tokens = load_tokens(split) if tokens is None else tokens
+    _check_random_block(tokens, block_size)
+    high = len(tokens) - block_size - 1
+    offsets = torch.randint(high, (batch_size,), generator=generator)  # (batch,)
+    x, y = batch_at(tokens, offsets, block_size)
+    if torch.device(device).type == "cuda":  # pinned: the copy overlaps with compute
+        x, y = x.pin_memory(), y.pin_memory()
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+# %% ../book/01_data.ipynb #d616f808
 def check_size(name: str, value) -> None:
     """Refuse a batch_size or block_size that is not an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
 
 
-def batch_at(tokens: np.ndarray, offsets: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs `x = tokens[o : o+T]` and targets `y = tokens[o+1 : o+1+T]` for each offset `o` (T = block_size),
-    as int64 tensors of shape (batch, T)."""
+def _name(tokens: np.ndarray) -> str:
+    """How to name a token array in an error message: its file when it is a memmap."""
+    filename = getattr(tokens, "filename", None)
+    return f"token file {filename}" if filename else "the token array"
+
+
+def _check_block(tokens: np.ndarray, block_size: int) -> None:
+    """Refuse a block_size that is not an integer >= 1 or too big for the tokens."""
     check_size("block_size", block_size)
     if len(tokens) < block_size + 1:
-        raise DataError(f"{_name(tokens)} has {len(tokens)} tokens, fewer than one block of {block_size} + 1: "
-                        f"use a smaller block_size or a bigger corpus")
-    offsets = np.asarray(offsets, dtype=np.int64)  # (batch,)
-    if offsets.size and (offsets.min() < 0 or offsets.max() + block_size >= len(tokens)):
-        raise IndexError(f"offsets must lie in [0, {len(tokens) - block_size - 1}] for {_name(tokens)}")
-    window = offsets[:, None] + np.arange(block_size + 1)  # (batch, T+1)
-    ids = torch.from_numpy(tokens[window].astype(np.int64))  # (batch, T+1)
-    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()  # (batch, T), (batch, T)
+        raise DataError(
+            f"{_name(tokens)} has {len(tokens)} tokens, fewer than one block of "
+            f"{block_size} + 1: use a smaller block_size or a bigger corpus"
+        )
 
 
-def get_batch(split: PathLike, batch_size: int, block_size: int, *, generator: torch.Generator | None = None,
-              device: str | torch.device = "cpu", tokens: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random batch `(x, y)` of shape (batch_size, block_size) from a split (or from `tokens` if given);
-    the same seeded `generator` gives the same batches."""
-    check_size("batch_size", batch_size)
-    check_size("block_size", block_size)
-    tokens = load_tokens(split) if tokens is None else tokens
+def _check_offsets(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> None:
+    """Refuse an offset whose window of block_size + 1 tokens leaves the tokens."""
+    last = len(tokens) - block_size - 1  # the last offset whose window fits
+    if offsets.size and (offsets.min() < 0 or offsets.max() > last):
+        raise IndexError(f"offsets must lie in [0, {last}] for {_name(tokens)}")
+
+
+def _check_random_block(tokens: np.ndarray, block_size: int) -> None:
+    """Refuse tokens too few for a window at a random offset."""
     if len(tokens) < block_size + 2:
-        raise DataError(f"{_name(tokens)} has {len(tokens)} tokens, too few for a block of {block_size} + 1 "
-                        f"at a random offset: use a smaller block_size or a bigger corpus")
-    offsets = torch.randint(len(tokens) - block_size - 1, (batch_size,), generator=generator)  # (batch,)
-    x, y = batch_at(tokens, offsets, block_size)
-    if torch.device(device).type == "cuda":  # pinned memory lets the copy overlap with compute
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
+        raise DataError(
+            f"{_name(tokens)} has {len(tokens)} tokens, too few for a block of "
+            f"{block_size} + 1 at a random offset: use a smaller block_size or a "
+            "bigger corpus"
+        )
