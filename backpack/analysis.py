@@ -25,13 +25,14 @@ from .model import BackpackLM, LanguageModel
 
 # %% auto #0
 __all__ = ['FUNCTION_WORDS', 'GENDERED_PRONOUNS', 'WORDSIM_DIR', 'BENCHMARKS', 'PAPER_SIMILARITY', 'EXPLORER_DATA_NAME',
-           'EXPLORER_DATA_URL', 'EXPLORER_SCRIPT', 'WordNotInVocabulary', 'check_backpack', 'check_token_id',
-           'evaluating', 'sense_projections', 'visible', 'token_text', 'word_pieces', 'word_id', 'sense_table',
-           'style_sense_table', 'sense_overview', 'contributions', 'top_contributions', 'plot_contributions',
-           'contextualization_summary', 'plot_contextualization', 'token_properties', 'same_word', 'nearest_neighbours',
-           'vocabulary_senses', 'top_projected', 'sense_roles', 'frequent_words', 'plot_sense_roles', 'specialisations',
-           'BenchmarkFormatError', 'read_word_pairs', 'spearman', 'word_vectors', 'similarity_scores', 'coverage',
-           'sense_explorer_widget', 'explorer_data', 'write_explorer_data', 'read_explorer_data', 'explorer_html']
+           'EXPLORER_DATA_URL', 'EXPLORER_LOOKUP_JS', 'EXPLORER_TABLE_JS', 'EXPLORER_SCRIPT', 'WordNotInVocabulary',
+           'check_backpack', 'check_token_id', 'evaluating', 'sense_projections', 'visible', 'token_text',
+           'word_pieces', 'word_id', 'sense_table', 'style_sense_table', 'sense_overview', 'contributions',
+           'top_contributions', 'plot_contributions', 'contextualization_summary', 'plot_contextualization',
+           'token_properties', 'same_word', 'nearest_neighbours', 'vocabulary_senses', 'top_projected', 'sense_roles',
+           'frequent_words', 'plot_sense_roles', 'specialisations', 'BenchmarkFormatError', 'read_word_pairs',
+           'spearman', 'word_vectors', 'similarity_scores', 'coverage', 'sense_explorer_widget', 'explorer_data',
+           'write_explorer_data', 'read_explorer_data', 'explorer_html']
 
 # %% ../book/08_analysis.ipynb #2d3df922
 class WordNotInVocabulary(ValueError):
@@ -137,7 +138,25 @@ def _check_senses(model: BackpackLM, senses: Sequence[int] | None) -> list[int]:
         )
     return chosen
 
+# %% ../book/08_analysis.ipynb #598fd735
+def _piece_rows(
+    model: BackpackLM, tokenizer: Tokenizer, piece: int, chosen: list[int],
+    top: int, bottom: int,
+) -> list[dict[str, str]]:
+    """One row per chosen sense of one token: its top and bottom words."""
+    scores = sense_projections(model, check_token_id(model, piece, "piece id"))
+    scores = scores[chosen]                                   # (senses, vocab)
+    best = scores.topk(top, dim=-1).indices.tolist() if top else [[]] * len(chosen)
+    worst = (-scores).topk(bottom, dim=-1).indices.tolist() if bottom else None
+    rows = []
+    for n, high in enumerate(best):
+        row = {f"top {r + 1}": token_text(tokenizer, t) for r, t in enumerate(high)}
+        for r, t in enumerate(worst[n] if worst else []):
+            row[f"bottom {r + 1}"] = token_text(tokenizer, t)
+        rows.append(row)
+    return rows
 
+# %% ../book/08_analysis.ipynb #697c8355
 def sense_table(
     model: BackpackLM,
     tokenizer: Tokenizer,
@@ -171,22 +190,8 @@ def sense_table(
     ids = ids[:1] if pieces == "first" else ids
     rows, index = [], []
     for piece in ids:
-        scores = sense_projections(model, check_token_id(model, piece, "piece id"))[
-            chosen
-        ]
-        best = scores.topk(top, dim=-1).indices.tolist() if top else [[]] * len(chosen)
-        worst = (
-            (-scores).topk(bottom, dim=-1).indices.tolist()
-            if bottom
-            else [[]] * len(chosen)
-        )
-        for sense, high, low in zip(chosen, best, worst):
-            row = {f"top {r + 1}": token_text(tokenizer, t) for r, t in enumerate(high)}
-            row.update(
-                {f"bottom {r + 1}": token_text(tokenizer, t) for r, t in enumerate(low)}
-            )
-            rows.append(row)
-            index.append((token_text(tokenizer, piece), sense))
+        rows += _piece_rows(model, tokenizer, piece, chosen, top, bottom)
+        index += [(token_text(tokenizer, piece), sense) for sense in chosen]
     return pd.DataFrame(
         rows, index=pd.MultiIndex.from_tuples(index, names=["piece", "sense"])
     )
@@ -478,7 +483,7 @@ def frequent_words(
                 break
     return torch.tensor(words)
 
-
+# %% ../book/08_analysis.ipynb #b3d255a0
 def plot_sense_roles(roles: pd.DataFrame, ax=None):
     """Heatmap of a sense_roles table, each column scaled by its largest share."""
     import matplotlib.pyplot as plt
@@ -504,7 +509,7 @@ def plot_sense_roles(roles: pd.DataFrame, ax=None):
     ax.figure.colorbar(image, ax=ax, label="share / largest share of the column")
     return ax
 
-
+# %% ../book/08_analysis.ipynb #84500212
 def specialisations(roles: pd.DataFrame, ratio: float = 2.0) -> pd.DataFrame:
     """For each property: the sense with the largest share, that share, the median
     sense's, and whether it is at least ratio times the median (a specialisation)."""
@@ -549,7 +554,7 @@ PAPER_SIMILARITY: pd.DataFrame = pd.DataFrame(
     columns=list(BENCHMARKS),
 )
 
-
+# %% ../book/08_analysis.ipynb #fe6da3e5
 class BenchmarkFormatError(ValueError):
     """A word-similarity file that is not in the 'word1 word2 score' format."""
 
@@ -665,12 +670,8 @@ def sense_explorer_widget(model: BackpackLM, tokenizer: Tokenizer, top: int = 6)
         table_out.clear_output(wait=True)
         with table_out:
             try:
-                display(
-                    style_sense_table(
-                        sense_table(model, tokenizer, word.value, top=top),
-                        highlight=word.value.strip(),
-                    )
-                )
+                table = sense_table(model, tokenizer, word.value, top=top)
+                display(style_sense_table(table, highlight=word.value.strip()))
             except (ValueError, IndexError) as err:
                 print(err)
 
@@ -679,14 +680,11 @@ def sense_explorer_widget(model: BackpackLM, tokenizer: Tokenizer, top: int = 6)
         with heatmap_out:
             try:
                 ids = tokenizer.encode(prompt.value).ids
-                terms = contributions(
-                    model, torch.tensor(ids), word_id(tokenizer, target.value)
-                )
-                plot_contributions(
-                    terms,
-                    [token_text(tokenizer, t) for t in ids],
-                    title=f"logit of {target.value!r}: {float(terms.sum()):.2f}",
-                )
+                target_id = word_id(tokenizer, target.value)
+                terms = contributions(model, torch.tensor(ids), target_id)
+                title = f"logit of {target.value!r}: {float(terms.sum()):.2f}"
+                labels = [token_text(tokenizer, t) for t in ids]
+                plot_contributions(terms, labels, title=title)
                 plt.show()
             except (ValueError, IndexError) as err:
                 print(err)
@@ -744,8 +742,7 @@ def read_explorer_data(path: str | Path) -> dict:
     return json.loads(text[start:].strip().rstrip(";"))
 
 # %% ../book/08_analysis.ipynb #f1579c4f
-EXPLORER_SCRIPT: str = r"""
-(function () {
+EXPLORER_LOOKUP_JS: str = r"""
   var root = document.getElementById("sense-explorer");
   var input = root.querySelector("input");
   var out = root.querySelector(".sense-explorer-out");
@@ -765,6 +762,10 @@ EXPLORER_SCRIPT: str = r"""
   function show(t) {
     return t.replace(/ /g, "\u2423").replace(/\n/g, "\u23ce").replace(/\t/g, "\u21e5");
   }
+"""
+
+# %% ../book/08_analysis.ipynb #3ab7dae7
+EXPLORER_TABLE_JS: str = r"""
   function draw() {
     var word = input.value.trim();
     var n = word in exact ? exact[word] : lower[word.toLowerCase()];
@@ -795,10 +796,14 @@ EXPLORER_SCRIPT: str = r"""
   }
   input.addEventListener("input", draw);
   draw();
-})();
 """
 
+# the whole script, wrapped in a function so that its names stay private to it
+EXPLORER_SCRIPT: str = (
+    "(function () {\n" + EXPLORER_LOOKUP_JS + EXPLORER_TABLE_JS + "})();\n"
+)
 
+# %% ../book/08_analysis.ipynb #8e37fa43
 def explorer_html(
     data_url: str = EXPLORER_DATA_URL, word: str = "nurse"
 ) -> str:
