@@ -163,6 +163,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'backpack.fast.run_benchmark': ('speed.html#run_benchmark', 'backpack/fast.py'),
                                'backpack.fast.sample_batches': ('speed.html#sample_batches', 'backpack/fast.py'),
                                'backpack.fast.saved_activation_bytes': ('speed.html#saved_activation_bytes', 'backpack/fast.py'),
+                               'backpack.fast.saved_bytes': ('speed.html#saved_bytes', 'backpack/fast.py'),
                                'backpack.fast.sense_sum_per_sense': ('speed.html#sense_sum_per_sense', 'backpack/fast.py'),
                                'backpack.fast.sense_sum_reference': ('speed.html#sense_sum_reference', 'backpack/fast.py'),
                                'backpack.fast.senses_by_position': ('speed.html#senses_by_position', 'backpack/fast.py'),

@@ -1,0 +1,242 @@
+"""Tests of chapter 10: the fused sense sum and generation with caches (backpack/fast.py)."""
+import math
+
+import pytest
+import torch
+
+from backpack.fast import (fused_sense_sum, generate_cached, left_pad, sense_sum_per_sense,
+                           sense_sum_reference, vocab_sense_table)
+from backpack.model import BackpackConfig, BackpackLM, TransformerLM
+
+SMALL = dict(vocab_size=97, n_positions=48, n_embd=48, n_layer=2, n_head=3, num_senses=4)
+
+
+def make(kind: str = "backpack", dtype=torch.float64, **overrides):
+    torch.manual_seed(0)
+    cls = BackpackLM if kind == "backpack" else TransformerLM
+    return cls(BackpackConfig(**{**SMALL, **overrides})).to(dtype).eval()
+
+
+def random_inputs(b=2, h=4, n=37, d=32, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(b, h, n, d // h), (b, h, n, d // h), (b, h, n, d)]
+    return [(3 * torch.randn(s, generator=g, dtype=dtype)).requires_grad_() for s in shapes]
+
+
+@pytest.mark.parametrize("block", [1, 5, 16, 64])
+@pytest.mark.parametrize("n", [1, 37])
+def test_fused_sense_sum_matches_explicit_alpha(block, n):
+    q, k, c = random_inputs(n=n)
+    scale = 1 / math.sqrt(q.shape[-1])
+    g = torch.randn(q.shape[0], n, c.shape[-1], dtype=torch.float64)
+    ref = sense_sum_reference(q, k, c, scale)
+    out = fused_sense_sum(q, k, c, scale, block=block, backend="torch")
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(out, (q, k, c), g), torch.autograd.grad(ref, (q, k, c), g)):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+def test_per_sense_sum_matches_explicit_alpha():
+    q, k, c = random_inputs()
+    scale = 0.3
+    torch.testing.assert_close(sense_sum_per_sense(q, k, c, scale),
+                               sense_sum_reference(q, k, c, scale), rtol=1e-12, atol=1e-12)
+
+
+def test_fused_sense_sum_autograd_gradcheck():
+    q, k, c = random_inputs(b=1, h=2, n=6, d=8)
+    assert torch.autograd.gradcheck(lambda *t: fused_sense_sum(*t, 0.5, block=4, backend="torch"),
+                                    (q, k, c))
+
+
+def test_fused_sense_sum_never_saves_alpha():
+    q, k, c = random_inputs(b=2, h=4, n=64, d=32)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        fused_sense_sum(q, k, c, 0.3, block=16, backend="torch").sum()
+    b, h, n, _ = c.shape
+    # only the inputs and one log-sum-exp per (row, sense): no alpha, no per-sense outputs
+    assert sum(saved) == q.numel() + k.numel() + c.numel() + b * h * n
+
+
+def test_fused_sense_sum_bf16_close_to_float64():
+    q, k, c = (t.detach().div(3).bfloat16() for t in random_inputs())
+    ref = sense_sum_reference(q.double(), k.double(), c.double(), 0.3)   # same rounded inputs
+    out = fused_sense_sum(q, k, c, 0.3, backend="torch")
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), ref, rtol=0.02, atol=0.05)
+
+
+def test_fused_sense_sum_rejects_bad_arguments():
+    q, k, c = random_inputs()
+    with pytest.raises(ValueError, match="disagree"):
+        fused_sense_sum(q, k[:, :, :5], c, 0.3)
+    with pytest.raises(ValueError, match="backend"):
+        fused_sense_sum(q, k, c, 0.3, backend="cuda")
+    with pytest.raises(ValueError, match="block"):
+        fused_sense_sum(q, k, c, 0.3, block=0, backend="torch")
+
+
+@pytest.mark.parametrize("kind", ["backpack", "transformer"])
+def test_cached_greedy_equals_uncached(kind):
+    model = make(kind)
+    idx = torch.randint(SMALL["vocab_size"], (3, 7), generator=torch.Generator().manual_seed(1))
+    expected = model.generate(idx, 20, temperature=0)
+    torch.testing.assert_close(generate_cached(model, idx, 20, temperature=0), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["backpack", "transformer"])
+def test_cached_sampling_equals_uncached_with_same_seed(kind):
+    model = make(kind)
+    idx = torch.randint(SMALL["vocab_size"], (4, 5), generator=torch.Generator().manual_seed(2))
+    expected = model.generate(idx, 25, temperature=0.9, top_k=20,
+                              generator=torch.Generator().manual_seed(7))
+    got = generate_cached(model, idx, 25, temperature=0.9, top_k=20,
+                          generator=torch.Generator().manual_seed(7))
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("kind", ["backpack", "transformer"])
+def test_batched_prompts_of_different_lengths(kind):
+    model = make(kind)
+    prompts = [[5, 9, 2], [7], [1, 2, 3, 4, 5, 6, 7, 8], [3, 3]]
+    idx, lengths = left_pad(prompts, pad_id=0)
+    got = generate_cached(model, idx, 15, temperature=0, prompt_lengths=lengths)
+    width = idx.shape[1]
+    for row, prompt in enumerate(prompts):
+        alone = model.generate(torch.tensor([prompt]), 15, temperature=0)[0]
+        assert torch.equal(got[row, width - len(prompt):], alone)
+
+
+def test_cached_fp32_logits_close_and_greedy_equal():
+    model = make(dtype=torch.float32)
+    idx = torch.randint(SMALL["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(generate_cached(model, idx, 12, temperature=0),
+                       model.generate(idx, 12, temperature=0))
+
+
+def test_sense_table_gives_same_tokens():
+    model = make()
+    idx = torch.randint(SMALL["vocab_size"], (2, 4), generator=torch.Generator().manual_seed(4))
+    table = vocab_sense_table(model, chunk=10)
+    assert table.shape == (SMALL["vocab_size"], SMALL["num_senses"], SMALL["n_embd"])
+    assert torch.equal(generate_cached(model, idx, 10, temperature=0, sense_table=table),
+                       model.generate(idx, 10, temperature=0))
+
+
+def position_and_history_edit(idx, senses):
+    """An edit that depends on the position and on every token so far, like topic annealing."""
+    n = idx.shape[1]
+    seen_odd = (idx % 2 == 1).double().cumsum(-1)                         # (b, n)
+    weight = 1 + 2 * torch.sigmoid(seen_odd - torch.arange(n) / 4)       # (b, n)
+    return senses * weight[:, None, :, None]
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_sense_edits_act_in_cached_generation(padded):
+    model = make()
+    model.sense_edits.append(position_and_history_edit)
+    prompts = [[5, 9, 2, 4], [7, 1]] if padded else [[5, 9, 2, 4], [7, 1, 8, 8]]
+    idx, lengths = left_pad(prompts)
+    got = generate_cached(model, idx, 12, temperature=0, prompt_lengths=lengths)
+    plain = make()
+    for row, prompt in enumerate(prompts):
+        alone = model.generate(torch.tensor([prompt]), 12, temperature=0)[0]
+        assert torch.equal(got[row, idx.shape[1] - len(prompt):], alone)
+    assert not torch.equal(got, generate_cached(plain, idx, 12, temperature=0,
+                                                prompt_lengths=lengths))
+
+
+def test_generation_arguments_are_checked():
+    model = make()
+    idx = torch.zeros(2, 10, dtype=torch.long)
+    with pytest.raises(ValueError, match="exceeds the context"):
+        generate_cached(model, idx, 40)
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        generate_cached(model, torch.zeros(1, 49, dtype=torch.long), 1)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_cached(model, idx, -1)
+    with pytest.raises(ValueError, match="temperature"):
+        generate_cached(model, idx, 3, temperature=-1.0)
+    with pytest.raises(ValueError, match="top_k"):
+        generate_cached(model, idx, 3, top_k=0)
+    with pytest.raises(ValueError, match="prompt_lengths"):
+        generate_cached(model, idx, 3, prompt_lengths=torch.tensor([3, 11]))
+    with pytest.raises(ValueError, match="token id"):
+        generate_cached(model, torch.full((1, 3), 97), 3)
+    assert torch.equal(generate_cached(model, idx, 0), idx)
+
+
+TRITON_CHECK = """
+import os, torch
+from backpack.fast import sense_sum_reference, triton_sense_sum
+g = torch.Generator().manual_seed(0)
+shapes = [(2, 4, 37, 10), (2, 4, 37, 10), (2, 4, 37, 40)]        # head size 10: padded to 16
+q, k, c = [torch.randn(s, generator=g, dtype=torch.float64).requires_grad_() for s in shapes]
+ref = sense_sum_reference(q, k, c, 0.4)
+grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+ref_grads = torch.autograd.grad(ref, (q, k, c), grad)
+device = "cuda" if torch.cuda.is_available() else "cpu"
+inputs = [t.detach().float().to(device).requires_grad_() for t in (q, k, c)]
+out = triton_sense_sum(*inputs, 0.4)
+grads = torch.autograd.grad(out, inputs, grad.float().to(device))
+for a, b in zip([out, *grads], [ref, *ref_grads]):
+    torch.testing.assert_close(a.double().cpu(), b.detach(), rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+
+
+def test_triton_kernel_matches_explicit_alpha_values_and_gradients():
+    """The Triton kernels, forward and backward: on a GPU if there is one, else on the CPU
+    through Triton's interpreter (TRITON_INTERPRET=1 must be set before the kernels are
+    decorated, hence a fresh process)."""
+    pytest.importorskip("triton", reason="triton is not installed (Linux only)")
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "TRITON_INTERPRET": "0" if torch.cuda.is_available() else "1"}
+    done = subprocess.run([sys.executable, "-c", TRITON_CHECK], check=False, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_triton_kernel_bf16_on_gpu():
+    from backpack.fast import triton_sense_sum
+    q, k, c = (t.detach().cuda() for t in random_inputs(b=2, h=16, n=300, d=256))
+    ref = sense_sum_reference(q, k, c, 0.25)
+    out = triton_sense_sum(q.bfloat16(), k.bfloat16(), c.bfloat16(), 0.25)
+    torch.testing.assert_close(out.double(), ref, rtol=0.05, atol=0.1)
+
+
+def test_training_forward_variants_match_chapter5():
+    from backpack.fast import SENSE_SUMS, backpack_forward
+    model = make(dtype=torch.float64).train()
+    x = torch.randint(SMALL["vocab_size"], (2, 30), generator=torch.Generator().manual_seed(5))
+    loss = model(x, x).loss
+    expected = torch.autograd.grad(loss, list(model.parameters()))
+    for sense_sum in SENSE_SUMS:
+        for dedup in (True, False):
+            out = backpack_forward(model, x, x, sense_sum=sense_sum, dedup=dedup)
+            torch.testing.assert_close(out.loss, loss, rtol=1e-12, atol=1e-12)
+            grads = torch.autograd.grad(out.loss, list(model.parameters()))
+            for a, b in zip(grads, expected):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_training_forward_bf16_autocast_runs_close():
+    from backpack.fast import backpack_forward
+    model = make(dtype=torch.float32)
+    x = torch.randint(SMALL["vocab_size"], (2, 30), generator=torch.Generator().manual_seed(6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = backpack_forward(model, x, x).loss
+    loss.backward()
+    assert abs(loss.item() - model(x, x).loss.item()) < 0.05
+
+
+def test_benchmark_quick_runs_and_reports_ratios():
+    from backpack.fast import bench_main
+    result = bench_main(["--quick", "--device", "cpu"])
+    assert {r["model"] for r in result["training"]} >= {"transformer", "backpack_fused"}
+    assert all(r["time_vs_transformer"] > 0 for r in result["training"])
+    assert "cache_speedup_backpack_b1" in result["goals"]
