@@ -169,6 +169,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'backpack.fast.senses_by_position': ('speed.html#senses_by_position', 'backpack/fast.py'),
                                'backpack.fast.synchronize': ('speed.html#synchronize', 'backpack/fast.py'),
                                'backpack.fast.time_training_steps': ('speed.html#time_training_steps', 'backpack/fast.py'),
+                               'backpack.fast.timed_step': ('speed.html#timed_step', 'backpack/fast.py'),
                                'backpack.fast.training_flops_per_token': ('speed.html#training_flops_per_token', 'backpack/fast.py'),
                                'backpack.fast.training_variants': ('speed.html#training_variants', 'backpack/fast.py'),
                                'backpack.fast.transformer_step': ('speed.html#transformer_step', 'backpack/fast.py'),

@@ -240,3 +240,21 @@ def test_benchmark_quick_runs_and_reports_ratios():
     assert {r["model"] for r in result["training"]} >= {"transformer", "backpack_fused"}
     assert all(r["time_vs_transformer"] > 0 for r in result["training"])
     assert "cache_speedup_backpack_b1" in result["goals"]
+
+
+def test_topic_steering_from_chapter_9_works_with_the_cache():
+    """Topic control anneals its weights with the tokens generated so far: the cached path must
+    give the same greedy and seeded-sampled tokens as the uncached one."""
+    interventions = pytest.importorskip("backpack.interventions")
+    model = make()
+    scores = -torch.arange(97 * 4, dtype=torch.float32).view(97, 4)
+    steering = interventions.TopicSteering(model, interventions.topic_weights(scores, 3))
+    idx = torch.randint(SMALL["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(8))
+    plain = generate_cached(model, idx, 15, temperature=0)
+    with interventions.intervene(model, steering):
+        steered = generate_cached(model, idx, 15, temperature=0)
+        assert torch.equal(steered, model.generate(idx, 15, temperature=0))
+        sampled = [f(model, idx, 15, temperature=1.0, generator=torch.Generator().manual_seed(1))
+                   for f in (generate_cached, BackpackLM.generate)]
+        assert torch.equal(*sampled)
+    assert not torch.equal(steered, plain)
