@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim import Optimizer
 
 from .checkpoint import (CheckpointError, atomic_write, from_public_state_dict,
                                  layout_of, load_pretrained, load_state, read_weights,
@@ -37,19 +38,18 @@ from .model import BackpackConfig, BackpackLM, LanguageModel, TransformerLM
 from .weights import ConfigError, check_choice, check_int, check_number
 
 # %% auto #0
-__all__ = ['DECAYS', 'DTYPES', 'POSITIVE_INTS', 'SWITCHES', 'Optimizer', 'RUN_FILES', 'EXACT_FIELDS', 'EVAL_SLICE_TOKENS',
-           'MODEL_SIZES', 'FLAG_TYPES', 'TrainConfig', 'grad_accum_steps', 'check_train_config', 'check_device',
-           'configure_optimizer', 'learning_rate_at', 'distributed_context', 'next_batch', 'evaluate',
-           'evaluate_tokens', 'check_finite', 'save_checkpoint', 'list_checkpoints', 'latest_checkpoint',
-           'read_trainer_state', 'load_checkpoint', 'RunLocked', 'lock_folder', 'run_lock', 'prepare_out_dir',
-           'token_fingerprint', 'check_resume', 'cut_metrics', 'TrainingDiverged', 'divergence_message',
-           'optimizer_step', 'TrainResult', 'perplexity', 'format_metrics', 'resolve_device', 'autocast_for',
-           'check_run', 'check_resumable', 'start_run', 'train', 'Run', 'setup_process', 'start_process', 'wrap_model',
-           'run_steps', 'training_step', 'mean_over_processes', 'set_learning_rate', 'after_step', 'every', 'record',
-           'Clock', 'progress_bar', 'plot_curves', 'read_metrics', 'build_model', 'model_from_args',
-           'add_model_arguments', 'add_train_config_arguments', 'parse_args', 'config_from_args', 'tokens_from_args',
-           'device_name', 'run_summary', 'write_results', 'write_curves', 'main', 'cli', 'trained_model_dir',
-           'load_trained', 'read_results', 'results_table']
+__all__ = ['DECAYS', 'DTYPES', 'POSITIVE_INTS', 'SWITCHES', 'RUN_FILES', 'EXACT_FIELDS', 'EVAL_SLICE_TOKENS', 'MODEL_SIZES',
+           'FLAG_TYPES', 'TrainConfig', 'grad_accum_steps', 'check_train_config', 'check_device', 'configure_optimizer',
+           'learning_rate_at', 'distributed_context', 'next_batch', 'evaluate', 'evaluate_tokens', 'check_finite',
+           'save_checkpoint', 'list_checkpoints', 'latest_checkpoint', 'read_trainer_state', 'load_checkpoint',
+           'RunLocked', 'lock_folder', 'run_lock', 'prepare_out_dir', 'token_fingerprint', 'check_resume',
+           'cut_metrics', 'TrainingDiverged', 'divergence_message', 'optimizer_step', 'TrainResult', 'perplexity',
+           'format_metrics', 'resolve_device', 'autocast_for', 'check_run', 'check_resumable', 'start_run', 'train',
+           'Run', 'setup_process', 'start_process', 'wrap_model', 'run_steps', 'training_step', 'mean_over_processes',
+           'set_learning_rate', 'after_step', 'every', 'record', 'Clock', 'progress_bar', 'plot_curves', 'read_metrics',
+           'build_model', 'model_from_args', 'add_model_arguments', 'add_train_config_arguments', 'parse_args',
+           'config_from_args', 'tokens_from_args', 'device_name', 'run_summary', 'write_results', 'write_curves',
+           'main', 'cli', 'trained_model_dir', 'load_trained', 'read_results', 'results_table']
 
 # %% ../book/07_training.ipynb #3c8f8efe
 @dataclass
@@ -266,9 +266,6 @@ def evaluate_tokens(
     return total / count
 
 # %% ../book/07_training.ipynb #51590432
-Optimizer = torch.optim.Optimizer
-
-
 def check_finite(model: LanguageModel, optimizer: Optimizer, step: int) -> None:
     """Raise TrainingDiverged if a weight or an optimizer moment is NaN or infinite."""
     tensors = dict(model.state_dict())
