@@ -2,6 +2,7 @@
 
 # %% ../book/09b_demo.ipynb #1009611c
 """`python -m backpack demo`: an interactive terminal demo of a Backpack (chapter 9)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,17 +13,37 @@ from typing import TextIO
 
 import torch
 
-from .analysis import (contributions, sense_table, token_text, top_contributions,
-                               word_pieces)
+from backpack.analysis import (
+    contributions,
+    sense_table,
+    token_text,
+    top_contributions,
+    word_pieces,
+)
 from .data import CACHE_DIR, load_tokenizer
-from .interventions import (ESTIMATION_PROMPTS, PROFESSIONS, TOPICS, SenseEdit,
-                                    TopicSteering, as_run, check_strength, fill, fit_sense_weights,
-                                    intervene, pronoun_gap, reweight, sense_gap_contributions,
-                                    topic_bag, topic_scores, topic_weights)
+from backpack.interventions import (
+    ESTIMATION_PROMPTS,
+    PROFESSIONS,
+    TOPICS,
+    SenseEdit,
+    TopicSteering,
+    as_run,
+    check_strength,
+    fill,
+    fit_sense_weights,
+    intervene,
+    pronoun_gap,
+    reweight,
+    sense_gap_contributions,
+    topic_bag,
+    topic_scores,
+    topic_weights,
+)
 from .train import load_trained
 
 HELP = """commands: TEXT (continue it) | :senses WORD | :why | :debias on|off |
-:topic NAME STRENGTH (names: {topics}; strength 0-3) | :seed N | :tokens N | :help | :quit"""
+:topic NAME STRENGTH (names: {topics}; strength 0-3) | :seed N | :tokens N |
+:help | :quit"""
 
 # %% auto #0
 __all__ = ['HELP', 'Demo', 'continue_prompt', 'explain', 'run_command', 'parse_args', 'main']
@@ -31,10 +52,16 @@ __all__ = ['HELP', 'Demo', 'continue_prompt', 'explain', 'run_command', 'parse_a
 class Demo:
     """The demo's state: model, tokenizer, settings, active interventions."""
 
-    def __init__(self, out: TextIO = sys.stdout, seed: int = 0, max_new_tokens: int = 30):
+    def __init__(
+        self, out: TextIO = sys.stdout, seed: int = 0, max_new_tokens: int = 30
+    ):
         self.out = out
-        print("loading the Backpack trained in chapter 7 (data/models/backpack-gutenberg)...",
-              file=out, flush=True)
+        print(
+            "loading the Backpack trained in chapter 7 "
+            "(data/models/backpack-gutenberg)...",
+            file=out,
+            flush=True,
+        )
         self.model = load_trained("backpack-gutenberg").eval()
         self.model.config.sense_dedup = True
         self.tokenizer = load_tokenizer()
@@ -47,40 +74,44 @@ class Demo:
         print(text, file=self.out, flush=True)
 
     def debias_edit(self) -> SenseEdit:
-        """Weight 0 on the gender sense (found on the estimation prompts) of the professions."""
+        """Weight 0 on the gender sense (found on the estimation prompts) of the
+        professions."""
         self.say("finding the gender sense on the estimation prompts...")
         runs = [as_run(word_pieces(self.tokenizer, p)) for p in PROFESSIONS]
         prompts = fill(ESTIMATION_PROMPTS, PROFESSIONS)
         contrib = sense_gap_contributions(self.model, self.tokenizer, prompts, runs)
         sense = int(contrib.abs().mean(0).argmax())
-        self.say(f"gender sense: {sense}; set to weight 0 on the {len(runs)} professions")
+        self.say(
+            f"gender sense: {sense}; set to weight 0 on the {len(runs)} professions"
+        )
         return reweight(self.model, runs, senses=sense, weight=0.0)
 
-    def topic_edit(self, prompt_length: int) -> SenseEdit | None:
+    def topic_edit(self) -> SenseEdit | None:
         if self.topic is None or self.topic[1] == 0:
             return None
         name, strength = self.topic
         scores = topic_scores(self.model, [topic_bag(self.tokenizer, TOPICS[name])])[0]
-        return TopicSteering(self.model, topic_weights(scores, strength), prompt_length)
+        return TopicSteering(self.model, topic_weights(scores, strength))
 
 # %% ../book/09b_demo.ipynb #27d2b5a8
 def continue_prompt(demo: Demo, prompt: str) -> None:
-    """Print a continuation of prompt, and the intervened one beside it when any is on."""
+    """Print a continuation of prompt, and the intervened one beside it when any is
+    on."""
     ids = demo.tokenizer.encode(prompt).ids
     if not ids:
         demo.say("empty prompt: type some text")
         return
     n_ctx = demo.model.config.n_positions
-    ids = ids[-(n_ctx - demo.max_new_tokens):]
+    ids = ids[-(n_ctx - demo.max_new_tokens) :]
     demo.last_prompt = ids
     idx = torch.tensor([ids])
-    edits = [e for e in (demo.debias, demo.topic_edit(len(ids))) if e is not None]
+    edits = [e for e in (demo.debias, demo.topic_edit()) if e is not None]
     runs = [("unmodified", [])] + ([("intervened", edits)] if edits else [])
     for name, active in runs:
         generator = torch.Generator().manual_seed(demo.seed)
         with intervene(demo.model, *active):
             out = demo.model.generate(idx, demo.max_new_tokens, generator=generator)
-        text = demo.tokenizer.decode(out[0, len(ids):].tolist())
+        text = demo.tokenizer.decode(out[0, len(ids) :].tolist())
         demo.say(f"[{name}] {prompt}{text}")
 
 
@@ -92,10 +123,12 @@ def explain(demo: Demo) -> None:
     idx = torch.tensor([demo.last_prompt])
     with torch.no_grad():
         target = int(demo.model(idx).logits[0, -1].argmax())
-    terms = contributions(demo.model, idx, target)                         # (k, n)
+    terms = contributions(demo.model, idx, target)  # (k, n)
     tokens = [token_text(demo.tokenizer, t) for t in demo.last_prompt]
-    demo.say(f"next token {token_text(demo.tokenizer, target)!r}; largest contributions "
-             f"(source word, sense):")
+    demo.say(
+        f"next token {token_text(demo.tokenizer, target)!r}; largest contributions "
+        f"(source word, sense):"
+    )
     demo.say(top_contributions(terms, tokens).to_string(index=False))
 
 # %% ../book/09b_demo.ipynb #a8ac341c
@@ -114,7 +147,9 @@ def run_command(demo: Demo, line: str) -> bool:
         elif name == ":help":
             demo.say(HELP.format(topics=", ".join(TOPICS)))
         elif name == ":senses" and len(args) == 1:
-            demo.say(sense_table(demo.model, demo.tokenizer, args[0], top=6).to_string())
+            demo.say(
+                sense_table(demo.model, demo.tokenizer, args[0], top=6).to_string()
+            )
         elif name == ":why":
             explain(demo)
         elif name == ":debias" and args in (["on"], ["off"]):
@@ -122,7 +157,9 @@ def run_command(demo: Demo, line: str) -> bool:
             demo.say(f"debiasing {args[0]}")
         elif name == ":topic" and len(args) == 2:
             if args[0] not in TOPICS:
-                raise ValueError(f"unknown topic {args[0]!r}; choose one of {list(TOPICS)}")
+                raise ValueError(
+                    f"unknown topic {args[0]!r}; choose one of {list(TOPICS)}"
+                )
             demo.topic = (args[0], check_strength(int(args[1])))
             demo.say(f"topic {args[0]} at strength {demo.topic[1]}")
         elif name in (":seed", ":tokens") and len(args) == 1:
@@ -132,32 +169,45 @@ def run_command(demo: Demo, line: str) -> bool:
             setattr(demo, "seed" if name == ":seed" else "max_new_tokens", value)
             demo.say(f"{name[1:]} = {value}")
         else:
-            demo.say(f"unknown command or wrong arguments: {line!r}. "
-                     + HELP.format(topics=", ".join(TOPICS)))
+            demo.say(
+                f"unknown command or wrong arguments: {line!r}. "
+                + HELP.format(topics=", ".join(TOPICS))
+            )
     except (ValueError, IndexError, KeyError) as error:
         demo.say(f"error: {error}")
     return True
 
 # %% ../book/09b_demo.ipynb #810c35e0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m backpack demo",
-                                     description="Talk to the Backpack of backpack-book.")
+    parser = argparse.ArgumentParser(
+        prog="python -m backpack demo",
+        description="Talk to the Backpack of backpack-book.",
+    )
     parser.add_argument("--prompt", help="continue this prompt and exit (no session)")
     parser.add_argument("--max-new-tokens", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--debias", action="store_true", help="gender sense off for professions")
-    parser.add_argument("--topic", nargs=2, metavar=("NAME", "STRENGTH"),
-                        help=f"steer towards a topic ({', '.join(TOPICS)}) at strength 0-3")
+    parser.add_argument(
+        "--debias", action="store_true", help="gender sense off for professions"
+    )
+    parser.add_argument(
+        "--topic",
+        nargs=2,
+        metavar=("NAME", "STRENGTH"),
+        help=f"steer towards a topic ({', '.join(TOPICS)}) at strength 0-3",
+    )
     return parser.parse_args(argv)
 
-
-def main(argv: list[str] | None = None, stdin: TextIO = sys.stdin,
-         out: TextIO = sys.stdout) -> int:
-    """Run the demo: one prompt with --prompt, else a session reading lines from stdin."""
+# %% ../book/09b_demo.ipynb #ea31fe43
+def main(
+    argv: list[str] | None = None, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout
+) -> int:
+    """Run the demo: one prompt with --prompt, else a session reading lines from
+    stdin."""
     args = parse_args(argv)
     demo = Demo(out, args.seed, args.max_new_tokens)
-    setup = ([":debias on"] if args.debias else []) + \
-        ([f":topic {args.topic[0]} {args.topic[1]}"] if args.topic else [])
+    setup = ([":debias on"] if args.debias else []) + (
+        [f":topic {args.topic[0]} {args.topic[1]}"] if args.topic else []
+    )
     for line in setup:
         run_command(demo, line)
     if args.prompt is not None:
@@ -166,6 +216,7 @@ def main(argv: list[str] | None = None, stdin: TextIO = sys.stdin,
     interactive = stdin.isatty()
     if interactive:
         import readline  # line editing and history for input()
+
         history = CACHE_DIR / "demo_history"
         history.parent.mkdir(parents=True, exist_ok=True)
         if history.exists():

@@ -175,11 +175,40 @@ def test_topic_weights_and_steering():
     for strength, top in [(0, 1.0), (1, 1.5), (3, 3.3)]:
         deltas = topic_weights(scores, strength)
         assert deltas.max() == pytest.approx(top) and deltas.min() == 1.0
-    off = TopicSteering(model, topic_weights(scores, 0), prompt_length=3)
+    off = TopicSteering(model, topic_weights(scores, 0), anneal=True)
     plain = logits(model)
     with intervene(model, off):
         assert torch.equal(logits(model), plain)
-    on = TopicSteering(model, topic_weights(scores, 3), prompt_length=3)
+    on = TopicSteering(model, topic_weights(scores, 3), anneal=True)
     with intervene(model, on):
         assert not torch.allclose(logits(model), plain)
         model.generate(IDX[:, :3], 4, generator=torch.Generator().manual_seed(0))
+
+
+def test_annealing_follows_the_authors_rule():
+    model = tiny_backpack()
+    torch.manual_seed(1)
+    deltas = 1 + 2 * torch.rand(64, 4)                                # (V, k) in [1, 3)
+    steering = TopicSteering(model, deltas)
+    with torch.no_grad():
+        senses = model.sense_vectors(IDX)                            # (b, k, n, d)
+        used = steering.weights(IDX, senses)                         # (b, k, n)
+    E = model.word_embeddings.detach()
+    b, k, n, _ = senses.shape
+    f = float(deltas.max()) / 7.5                                     # max delta / 7.5
+    for row in range(b):
+        for sense in range(k):
+            for j in range(n):
+                a = sum(max(float(E[IDX[row, i]] @ senses[row, sense, j]), 0.0)
+                        for i in range(n))
+                beta = torch.sigmoid(torch.tensor(6 - f * a)) * (1 + j / 100)
+                expected = beta * deltas[IDX[row, j], sense] + 1 - beta
+                assert float(used[row, sense, j]) == pytest.approx(float(expected), rel=1e-4)
+    assert torch.equal(TopicSteering(model, deltas, anneal=False).weights(IDX, senses),
+                       deltas[IDX].transpose(1, 2))
+
+
+def test_anneal_scale_must_be_positive():
+    model = tiny_backpack()
+    with pytest.raises(ValueError, match="anneal_scale must be > 0"):
+        TopicSteering(model, torch.ones(64, 4), anneal_scale=0.0)
