@@ -316,7 +316,7 @@ def project_out(
 ) -> Iterator[TransformerLM]:
     """Inside the block, the input embeddings of the token runs have their component
     along direction (d,) set to `to`: e - (e . u - to) u, with
-    u = direction / |direction| (to = 0: the nullspace projection)."""
+    u = direction / norm(direction) (to = 0: the nullspace projection)."""
     u = direction / direction.norm()  # (d,)
     runs = [as_run(r) for r in runs]
 
