@@ -54,7 +54,8 @@ def test_every_command_is_run_or_excused():
     unknown = [
         c
         for c in commands
-        if skip_reason(c) is None and not c.startswith("python -m backpack.train")
+        if skip_reason(c) is None
+        and not c.startswith(("python -m backpack.train", "python -m backpack demo"))
     ]
     assert not unknown, (
         f"README commands with no smoke test and no stated reason: {unknown}"
@@ -110,3 +111,19 @@ def test_python_block_runs(index, tmp_path, monkeypatch, capsys):
         compile(blocks("python")[index], f"README.md python block {index}", "exec"), {}
     )
     assert capsys.readouterr().out.strip()  # the block prints what it shows
+
+
+DEMO_COMMANDS = [c for c in shell_commands() if c.startswith("python -m backpack demo")]
+
+
+@pytest.mark.parametrize("command", DEMO_COMMANDS)
+def test_demo_command_runs(command, tmp_path):
+    """The demo as written; the interactive form gets ':quit' on its standard input."""
+    args = [sys.executable, *shlex.split(command)[1:]]
+    done = subprocess.run(args, cwd=tmp_path, input=":quit\n", capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "loading" in done.stdout
+    if "--prompt" in args:
+        prompt = args[args.index("--prompt") + 1]
+        assert prompt in done.stdout
