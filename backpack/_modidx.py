@@ -147,6 +147,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'backpack.fast.edited_senses': ('speed.html#edited_senses', 'backpack/fast.py'),
                                'backpack.fast.fused_sense_sum': ('speed.html#fused_sense_sum', 'backpack/fast.py'),
                                'backpack.fast.generate_cached': ('speed.html#generate_cached', 'backpack/fast.py'),
+                               'backpack.fast.generate_uncached': ('speed.html#generate_uncached', 'backpack/fast.py'),
                                'backpack.fast.generation_rates': ('speed.html#generation_rates', 'backpack/fast.py'),
                                'backpack.fast.goals': ('speed.html#goals', 'backpack/fast.py'),
                                'backpack.fast.left_pad': ('speed.html#left_pad', 'backpack/fast.py'),

@@ -1,10 +1,12 @@
 """Tests of chapter 10: the fused sense sum and generation with caches (backpack/fast.py)."""
 import math
+import inspect
 
 import pytest
 import torch
 
-from backpack.fast import (fused_sense_sum, generate_cached, left_pad, sense_sum_per_sense,
+from backpack.fast import (fused_sense_sum, generate_cached, generate_uncached, left_pad,
+                           sense_sum_per_sense,
                            sense_sum_reference, vocab_sense_table)
 from backpack.model import BackpackConfig, BackpackLM, TransformerLM
 
@@ -81,7 +83,7 @@ def test_fused_sense_sum_rejects_bad_arguments():
 def test_cached_greedy_equals_uncached(kind):
     model = make(kind)
     idx = torch.randint(SMALL["vocab_size"], (3, 7), generator=torch.Generator().manual_seed(1))
-    expected = model.generate(idx, 20, temperature=0)
+    expected = generate_uncached(model, idx, 20, temperature=0)
     torch.testing.assert_close(generate_cached(model, idx, 20, temperature=0), expected, rtol=0, atol=0)
 
 
@@ -89,7 +91,7 @@ def test_cached_greedy_equals_uncached(kind):
 def test_cached_sampling_equals_uncached_with_same_seed(kind):
     model = make(kind)
     idx = torch.randint(SMALL["vocab_size"], (4, 5), generator=torch.Generator().manual_seed(2))
-    expected = model.generate(idx, 25, temperature=0.9, top_k=20,
+    expected = generate_uncached(model, idx, 25, temperature=0.9, top_k=20,
                               generator=torch.Generator().manual_seed(7))
     got = generate_cached(model, idx, 25, temperature=0.9, top_k=20,
                           generator=torch.Generator().manual_seed(7))
@@ -104,7 +106,7 @@ def test_batched_prompts_of_different_lengths(kind):
     got = generate_cached(model, idx, 15, temperature=0, prompt_lengths=lengths)
     width = idx.shape[1]
     for row, prompt in enumerate(prompts):
-        alone = model.generate(torch.tensor([prompt]), 15, temperature=0)[0]
+        alone = generate_uncached(model, torch.tensor([prompt]), 15, temperature=0)[0]
         assert torch.equal(got[row, width - len(prompt):], alone)
 
 
@@ -112,7 +114,7 @@ def test_cached_fp32_logits_close_and_greedy_equal():
     model = make(dtype=torch.float32)
     idx = torch.randint(SMALL["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(3))
     assert torch.equal(generate_cached(model, idx, 12, temperature=0),
-                       model.generate(idx, 12, temperature=0))
+                       generate_uncached(model, idx, 12, temperature=0))
 
 
 def test_sense_table_gives_same_tokens():
@@ -121,7 +123,7 @@ def test_sense_table_gives_same_tokens():
     table = vocab_sense_table(model, chunk=10)
     assert table.shape == (SMALL["vocab_size"], SMALL["num_senses"], SMALL["n_embd"])
     assert torch.equal(generate_cached(model, idx, 10, temperature=0, sense_table=table),
-                       model.generate(idx, 10, temperature=0))
+                       generate_uncached(model, idx, 10, temperature=0))
 
 
 def position_and_history_edit(idx, senses):
@@ -141,7 +143,7 @@ def test_sense_edits_act_in_cached_generation(padded):
     got = generate_cached(model, idx, 12, temperature=0, prompt_lengths=lengths)
     plain = make()
     for row, prompt in enumerate(prompts):
-        alone = model.generate(torch.tensor([prompt]), 12, temperature=0)[0]
+        alone = generate_uncached(model, torch.tensor([prompt]), 12, temperature=0)[0]
         assert torch.equal(got[row, idx.shape[1] - len(prompt):], alone)
     assert not torch.equal(got, generate_cached(plain, idx, 12, temperature=0,
                                                 prompt_lengths=lengths))
@@ -253,8 +255,20 @@ def test_topic_steering_from_chapter_9_works_with_the_cache():
     plain = generate_cached(model, idx, 15, temperature=0)
     with interventions.intervene(model, steering):
         steered = generate_cached(model, idx, 15, temperature=0)
-        assert torch.equal(steered, model.generate(idx, 15, temperature=0))
+        assert torch.equal(steered, generate_uncached(model, idx, 15, temperature=0))
         sampled = [f(model, idx, 15, temperature=1.0, generator=torch.Generator().manual_seed(1))
-                   for f in (generate_cached, BackpackLM.generate)]
+                   for f in (generate_cached, generate_uncached)]
         assert torch.equal(*sampled)
     assert not torch.equal(steered, plain)
+
+
+@pytest.mark.parametrize("kind", ["backpack", "transformer"])
+def test_model_generate_uses_the_cache_by_default(kind):
+    if "use_cache" not in inspect.signature(BackpackLM.generate).parameters:
+        pytest.skip("LanguageModel.generate has no use_cache switch (not wired to the cache)")
+    model = make(kind)
+    idx = torch.randint(SMALL["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(9))
+    fast = model.generate(idx, 10, temperature=0)
+    assert torch.equal(fast, generate_uncached(model, idx, 10, temperature=0))
+    long = model.generate(idx, 60, temperature=0, sliding_window=True)   # past the context
+    assert long.shape == (2, 65)
