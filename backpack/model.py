@@ -151,14 +151,19 @@ class LanguageModel(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None,
-                 sliding_window: bool = False) -> torch.Tensor:
+                 sliding_window: bool = False, use_cache: bool = True) -> torch.Tensor:
         """Sample max_new_tokens tokens after the prompt idx (batch, n); returns (batch, n + new).
 
         temperature 0 means greedy decoding. With sliding_window=False the prompt plus the new
         tokens must fit the context; with True the model conditions on the last n_positions tokens.
+        use_cache: where the tokens fit the context, generate with caches (chapter 10): the same
+        tokens, each costing one position; False recomputes the prefix for every token, as below.
         """
         n_ctx = self.config.n_positions
         check_generate_args(idx, max_new_tokens, temperature, top_k, n_ctx, sliding_window)
+        if use_cache and idx.shape[-1] + max_new_tokens <= n_ctx:
+            from backpack.fast import generate_cached  # chapter 10; it imports this module
+            return generate_cached(self, idx, max_new_tokens, temperature, top_k, generator)
         was_training = self.training
         self.eval()
         for _ in range(max_new_tokens):
