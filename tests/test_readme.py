@@ -21,8 +21,9 @@ SKIPPED = {  # command prefix -> why the smoke test does not run it
     "python3 -m venv": "the two set-up commands: CI itself runs them on a clean clone",
     ".venv/bin/jupyter lab": "starts an interactive server",
     "torchrun": "a launch on 8 GPUs; 2-process DDP on CPU is tested in test_train",
-    "grep -v '^torch==' requirements.txt": "a pip install, for GPU machines",
+    "grep -v -e '^torch==' -e '^triton==' requirements.txt": "a pip install, for GPU machines",
     "pip install": "installs packages",
+    "python -m backpack.fast": "a GPU benchmark of minutes; tests/test_fast.py runs its quick form",
 }
 
 
