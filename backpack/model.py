@@ -2,6 +2,7 @@
 
 # %% ../book/05_model.ipynb #43352047
 """The Backpack LM and its Transformer baseline (chapter 5 of backpack-book)."""
+
 from __future__ import annotations
 
 import math
@@ -15,29 +16,42 @@ from torch import nn
 
 from .attention import attention, attention_weights
 from .senses import SenseNetwork, count_parameters
-from .weights import (SenseWeightNetwork, Transformer, TransformerConfig, check_choice,
-                              check_divisible, check_int, check_token_ids, init_gpt2_weights)
+from backpack.weights import (
+    SenseWeightNetwork,
+    Transformer,
+    TransformerConfig,
+    check_choice,
+    check_divisible,
+    check_int,
+    check_token_ids,
+    init_gpt2_weights,
+)
 
 # %% auto #0
-__all__ = ['PRESETS', 'IGNORE_INDEX', 'BackpackConfig', 'LMOutput', 'check_targets', 'language_model_loss', 'check_generate_args',
-           'LanguageModel', 'BackpackLM', 'TransformerLM']
+__all__ = ['PRESETS', 'IGNORE_INDEX', 'BackpackConfig', 'LMOutput', 'check_targets', 'language_model_loss', 'is_int',
+           'check_sampling_args', 'check_generate_args', 'sample_next_token', 'generate_tokens', 'LanguageModel',
+           'BackpackBase', 'check_contextualization', 'BackpackLM', 'TransformerLM']
 
 # %% ../book/05_model.ipynb #4bf00ff3
+# the paper's vocabulary (GPT-2's 50,257 tokens, padded to 50,264) and context
+_PAPER = dict(vocab_size=50264, n_positions=512, num_senses=16)
+_TINY = dict(vocab_size=16384, n_positions=128, num_senses=4)
 PRESETS: dict[str, dict] = {
-    "tiny":  dict(vocab_size=16384, n_positions=128, n_embd=64, n_layer=2, n_head=2, num_senses=4),
-    "micro": dict(vocab_size=50264, n_positions=512, n_embd=384, n_layer=6, n_head=6, num_senses=16),
-    "mini":  dict(vocab_size=50264, n_positions=512, n_embd=640, n_layer=8, n_head=8, num_senses=16),
-    "small": dict(vocab_size=50264, n_positions=512, n_embd=768, n_layer=12, n_head=12, num_senses=16),
+    "tiny": dict(_TINY, n_embd=64, n_layer=2, n_head=2),
+    "micro": dict(_PAPER, n_embd=384, n_layer=6, n_head=6),
+    "mini": dict(_PAPER, n_embd=640, n_layer=8, n_head=8),
+    "small": dict(_PAPER, n_embd=768, n_layer=12, n_head=12),
 }
 
-
+# %% ../book/05_model.ipynb #c94f6589
 @dataclass
 class BackpackConfig(TransformerConfig):
-    """Sizes and switches of a Backpack LM (and of its same-size Transformer baseline)."""
-    num_senses: int = 16              # k
-    sense_intermediate_scale: int = 4  # the sense network's final MLP is d -> scale*d -> k*d
-    sense_dedup: bool = True          # compute senses once per distinct token of a batch
-    divide_by_senses: bool = False    # o = sum / k (the Levanter port) instead of the plain sum
+    """Sizes and switches of a Backpack LM (and of its same-size Transformer)."""
+
+    num_senses: int = 16  # k
+    sense_intermediate_scale: int = 4  # final MLP: d -> scale*d -> k*d
+    sense_dedup: bool = True  # senses once per distinct token of a batch
+    divide_by_senses: bool = False  # o = sum / k (the Levanter port), not the sum
 
     def check(self) -> None:
         """The Transformer's checks, then the Backpack's own fields."""
@@ -51,9 +65,11 @@ class BackpackConfig(TransformerConfig):
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "BackpackConfig":
-        """A preset by name ('tiny', 'micro', 'mini', 'small'), with fields overridden."""
+        """A preset by name ('tiny', 'micro', 'mini', 'small'), fields overridden."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise ValueError(
+                f"unknown preset {name!r}; choose one of {sorted(PRESETS)}"
+            )
         return cls(**{**PRESETS[name], **overrides})
 
     def to_dict(self) -> dict:
@@ -62,217 +78,314 @@ class BackpackConfig(TransformerConfig):
 
     @classmethod
     def from_dict(cls, values: dict) -> "BackpackConfig":
-        """Build a config from a dict, refusing unknown keys (a typo should not pass silently)."""
+        """A config from a dict, refusing unknown keys (a typo should not pass)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys are {sorted(known)}")
+            raise ValueError(
+                f"unknown config keys {unknown}; known keys are {sorted(known)}"
+            )
         return cls(**values)
 
 # %% ../book/05_model.ipynb #3ce540f2
 @dataclass
 class LMOutput:
     """What a forward pass returns."""
-    logits: torch.Tensor                              # (batch, seq, vocab)
-    loss: torch.Tensor | None = None                  # scalar mean cross-entropy, if targets given
-    senses: torch.Tensor | None = None                # (batch, senses, seq, d), Backpack only
-    contextualization: torch.Tensor | None = None     # (batch, senses, seq, seq), Backpack only
+
+    # (batch, seq, vocab)
+    logits: torch.Tensor
+    # scalar mean cross-entropy, if targets given
+    loss: torch.Tensor | None = None
+    # (batch, senses, seq, d), Backpack only
+    senses: torch.Tensor | None = None
+    # (batch, senses, seq, seq), Backpack only
+    contextualization: torch.Tensor | None = None
 
 
-IGNORE_INDEX = -100   # a target equal to this is padding: it adds nothing to the loss
+IGNORE_INDEX = -100  # a target equal to this is padding: it adds nothing to the loss
 
-
+# %% ../book/05_model.ipynb #d37fb104
 def check_targets(targets: torch.Tensor, logits: torch.Tensor) -> None:
-    """Refuse targets that do not fit the logits: shape, dtype, ids outside the vocabulary, and
-    targets that are all ignored (the mean over no targets is undefined)."""
+    """Refuse targets that do not fit the logits: shape, dtype, ids outside the
+    vocabulary, and targets that are all ignored (a mean over nothing is undefined)."""
     if targets.shape != logits.shape[:2]:
-        raise ValueError(f"targets of shape {tuple(targets.shape)} do not match the logits' "
-                         f"(batch, seq) = {tuple(logits.shape[:2])}")
-    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
-        raise ValueError(f"targets must be integer token ids; got dtype {targets.dtype}: "
-                         f"convert them with targets.long()")
+        raise ValueError(
+            f"targets of shape {tuple(targets.shape)} do not match the logits' "
+            f"(batch, seq) = {tuple(logits.shape[:2])}"
+        )
+    dtype = targets.dtype
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        raise ValueError(
+            f"targets must be integer token ids; got dtype {targets.dtype}: "
+            f"convert them with targets.long()"
+        )
     vocab = logits.shape[-1]
     kept = targets != IGNORE_INDEX
     outside = kept & ((targets < 0) | (targets >= vocab))
-    any_outside, any_kept = torch.stack([outside.any(), kept.any()]).tolist()  # one sync
+    # one sync for both checks
+    any_outside, any_kept = torch.stack([outside.any(), kept.any()]).tolist()
     if any_outside:
         bad = int(targets[outside][0])
-        raise ValueError(f"target id {bad} is outside the vocabulary [0, {vocab}); "
-                         f"use {IGNORE_INDEX} to mark a position without a target")
+        raise ValueError(
+            f"target id {bad} is outside the vocabulary [0, {vocab}); "
+            f"use {IGNORE_INDEX} to mark a position without a target"
+        )
     if not any_kept:
-        raise ValueError(f"every target is {IGNORE_INDEX} (ignored), so the loss is undefined: "
-                         f"give at least one real target, or call the model without targets")
+        raise ValueError(
+            f"every target is {IGNORE_INDEX} (ignored), so the loss is undefined: "
+            f"give at least one real target, or call the model without targets"
+        )
 
 
 def language_model_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of next-token targets (batch, seq) under logits (batch, seq, vocab).
+    """Mean cross-entropy of next-token targets (batch, seq) under logits
+    (batch, seq, vocab).
 
     Targets equal to IGNORE_INDEX (-100) are ignored (padding).
     """
     check_targets(targets, logits)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
-                           ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX
+    )
 
 # %% ../book/05_model.ipynb #99af4371
-def check_generate_args(idx: torch.Tensor, max_new_tokens: int, temperature: float,
-                        top_k: int | None, n_ctx: int, sliding_window: bool) -> None:
+def is_int(value) -> bool:
+    """An integer, and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int | None):
+    """Raise ValueError naming the first bad number among generate's arguments."""
+    if not is_int(max_new_tokens) or max_new_tokens < 0:
+        raise ValueError(
+            f"max_new_tokens must be an integer >= 0; got {max_new_tokens!r}"
+        )
+    real = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
+    if not real or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(
+            "temperature must be a finite number >= 0 (0 = greedy); "
+            f"got {temperature!r}"
+        )
+    if top_k is not None and (not is_int(top_k) or top_k < 1):
+        raise ValueError(
+            f"top_k must be None (no cut) or an integer >= 1; got {top_k!r}"
+        )
+
+# %% ../book/05_model.ipynb #b4bc59df
+def check_generate_args(
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    n_ctx: int,
+    sliding_window: bool,
+) -> None:
     """Raise ValueError naming the first bad argument of generate."""
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
-        shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
-        raise ValueError(f"the prompt must be a (batch, seq) tensor of token ids; got {shape}: "
-                         f"for one prompt add a batch dimension, idx[None]")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) \
-            or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0; got {max_new_tokens!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
-            or not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy); "
-                         f"got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
-                              or top_k < 1):
-        raise ValueError(f"top_k must be None (no cut) or an integer >= 1; got {top_k!r}")
-    if idx.shape[-1] > n_ctx:
-        raise ValueError(f"prompt of {idx.shape[-1]} tokens is longer than the context of {n_ctx}")
-    if not sliding_window and idx.shape[-1] + max_new_tokens > n_ctx:
-        raise ValueError(f"prompt ({idx.shape[-1]}) + max_new_tokens ({max_new_tokens}) exceeds "
-                         f"the context of {n_ctx}: generate fewer tokens or pass "
-                         f"sliding_window=True")
+        shape = (
+            tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+        )
+        raise ValueError(
+            f"the prompt must be a (batch, seq) tensor of token ids; got {shape}: "
+            f"for one prompt add a batch dimension, idx[None]"
+        )
+    check_sampling_args(max_new_tokens, temperature, top_k)
+    n = idx.shape[-1]
+    if n > n_ctx:
+        raise ValueError(f"prompt of {n} tokens is longer than the context of {n_ctx}")
+    if not sliding_window and n + max_new_tokens > n_ctx:
+        raise ValueError(
+            f"prompt ({n}) + max_new_tokens ({max_new_tokens}) exceeds "
+            f"the context of {n_ctx}: generate fewer tokens or pass "
+            f"sliding_window=True"
+        )
 
 # %% ../book/05_model.ipynb #42a87d84
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The next token id (batch, 1) from last-position logits (batch, vocab)."""
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)  # (batch, 1)
+
+# %% ../book/05_model.ipynb #d6c87003
+@torch.no_grad()
+def generate_tokens(
+    model: nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    sliding_window: bool = False,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Sample max_new_tokens tokens after the prompt idx (batch, n): (batch, n + new).
+
+    temperature 0 means greedy decoding. With sliding_window=False the prompt plus the
+    new tokens must fit the context; with True the model conditions on the last
+    n_positions tokens. use_cache: where the tokens fit the context, generate with
+    caches (chapter 10): the same tokens, each costing one position; False recomputes
+    the prefix for every token, as below.
+    """
+    n_ctx = model.config.n_positions
+    check_generate_args(idx, max_new_tokens, temperature, top_k, n_ctx, sliding_window)
+    if use_cache and idx.shape[-1] + max_new_tokens <= n_ctx:
+        # chapter 10; it imports this module
+        from backpack.fast import generate_cached
+
+        return generate_cached(
+            model, idx, max_new_tokens, temperature, top_k, generator
+        )
+    was_training = model.training
+    model.eval()
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -n_ctx:]).logits[:, -1, :].float()  # (batch, vocab)
+        next_id = sample_next_token(logits, temperature, top_k, generator)
+        idx = torch.cat([idx, next_id], dim=1)
+    model.train(was_training)
+    return idx
+
+# %% ../book/05_model.ipynb #8ae5cccc
 class LanguageModel(nn.Module):
-    """What the Backpack and the Transformer LM share: generation, counting, saving and loading."""
+    """What the Backpack and the Transformer LM share: generation, counting, saving
+    and loading."""
 
     config: BackpackConfig
+    generate = generate_tokens  # model.generate(idx, max_new_tokens, ...)
 
     def num_parameters(self) -> int:
         """Number of parameters (the tied embedding counted once)."""
         return count_parameters(self)
 
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None,
-                 sliding_window: bool = False, use_cache: bool = True) -> torch.Tensor:
-        """Sample max_new_tokens tokens after the prompt idx (batch, n); returns (batch, n + new).
-
-        temperature 0 means greedy decoding. With sliding_window=False the prompt plus the new
-        tokens must fit the context; with True the model conditions on the last n_positions tokens.
-        use_cache: where the tokens fit the context, generate with caches (chapter 10): the same
-        tokens, each costing one position; False recomputes the prefix for every token, as below.
-        """
-        n_ctx = self.config.n_positions
-        check_generate_args(idx, max_new_tokens, temperature, top_k, n_ctx, sliding_window)
-        if use_cache and idx.shape[-1] + max_new_tokens <= n_ctx:
-            from backpack.fast import generate_cached  # chapter 10; it imports this module
-            return generate_cached(self, idx, max_new_tokens, temperature, top_k, generator)
-        was_training = self.training
-        self.eval()
-        for _ in range(max_new_tokens):
-            logits = self(idx[:, -n_ctx:]).logits[:, -1, :].float()   # (batch, vocab)
-            if temperature == 0:
-                next_id = logits.argmax(-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits, dim=-1)
-                next_id = torch.multinomial(probs, 1, generator=generator)  # (batch, 1)
-            idx = torch.cat([idx, next_id], dim=1)
-        self.train(was_training)
-        return idx
-
-    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> None:
-        """Save config.json + model.safetensors in the public (Hugging Face) layout (chapter 6)."""
+    def save_pretrained(
+        self, path: str | Path, dtype: torch.dtype | None = None
+    ) -> None:
+        """Save config.json + model.safetensors in the public (Hugging Face) layout
+        (chapter 6)."""
         from backpack.checkpoint import save_pretrained
+
         save_pretrained(self, path, dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> "LanguageModel":
         """Load a model saved by save_pretrained or in the public format (chapter 6)."""
         from backpack.checkpoint import load_pretrained
+
         model = load_pretrained(path, **kwargs)
         if not isinstance(model, cls):
-            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}: "
-                            f"load it with backpack.checkpoint.load_pretrained or that class")
+            raise TypeError(
+                f"{path} holds a {type(model).__name__}, not a {cls.__name__}: "
+                f"load it with backpack.checkpoint.load_pretrained or that class"
+            )
         return model
 
-# %% ../book/05_model.ipynb #d6c87003
-class BackpackLM(LanguageModel):
-    """A Backpack language model (Hewitt et al., 2023)."""
+# %% ../book/05_model.ipynb #b4514a78
+class BackpackBase(LanguageModel):
+    """The parts of a Backpack LM and the two things it sums: senses and weights."""
 
     def __init__(self, config: BackpackConfig):
         super().__init__()
         self.config = config
         self.transformer = Transformer(config)
-        self.sense_network = SenseNetwork(config.n_embd, config.num_senses,
-                                          config.sense_intermediate_scale, config.dropout,
-                                          config.layer_norm_epsilon)
-        self.sense_weight_net = SenseWeightNetwork(config.n_embd, config.num_senses)
-        init_gpt2_weights(self, config.n_layer)
-        # interventions (chapter 9): functions (idx (b, n), senses (b, k, n, d)) -> senses
+        c = config
+        sizes = (c.n_embd, c.num_senses, c.sense_intermediate_scale)
+        self.sense_network = SenseNetwork(*sizes, c.dropout, c.layer_norm_epsilon)
+        self.sense_weight_net = SenseWeightNetwork(c.n_embd, c.num_senses)
+        init_gpt2_weights(self, c.n_layer)
+        # interventions (chapter 9): functions (idx (b,n), senses (b,k,n,d)) -> senses
         self.sense_edits: list = []
 
     @property
     def word_embeddings(self) -> torch.Tensor:
-        """E: (vocab, d), shared by the input, the sense network and the output layer."""
+        """E: (vocab, d), shared by the input, the sense network and the output."""
         return self.transformer.wte.weight
 
     def sense_vectors(self, idx: torch.Tensor) -> torch.Tensor:
-        """The senses C(x_j) of every token of idx (b, n), after any sense edits: (b, k, n, d)."""
+        """The senses C(x_j) of the tokens idx (b, n), after any edits: (b, k, n, d)."""
         if self.config.sense_dedup:
-            senses = self.senses_per_unique_token(idx)                     # (b, k, n, d)
+            senses = self.senses_per_unique_token(idx)  # (b, k, n, d)
         else:
-            senses = self.sense_network(self.transformer.wte(idx))         # (b, k, n, d)
+            senses = self.sense_network(self.transformer.wte(idx))  # (b, k, n, d)
         for edit in self.sense_edits:
-            senses = edit(idx, senses)                                     # (b, k, n, d)
+            senses = edit(idx, senses)  # (b, k, n, d)
         return senses
 
     def senses_per_unique_token(self, idx: torch.Tensor) -> torch.Tensor:
-        """The senses of idx (b, n), computed once per distinct id and gathered: (b, k, n, d)."""
-        unique_ids, inverse = torch.unique(idx, return_inverse=True)      # (u,), (b, n)
+        """The senses of idx (b, n), once per distinct id, gathered: (b, k, n, d)."""
+        unique_ids, inverse = torch.unique(idx, return_inverse=True)  # (u,), (b, n)
         per_unique = self.sense_network(self.transformer.wte(unique_ids))  # (k, u, d)
         k, u, d = per_unique.shape
-        table = per_unique.transpose(0, 1).reshape(u, k * d)              # (u, k*d): a lookup table
-        senses = F.embedding(inverse, table)                              # (b, n, k*d)
-        return senses.view(*idx.shape, k, d).transpose(1, 2)              # (b, k, n, d)
+        table = per_unique.transpose(0, 1).reshape(u, k * d)  # (u, k*d): a lookup table
+        senses = F.embedding(inverse, table)  # (b, n, k*d)
+        return senses.view(*idx.shape, k, d).transpose(1, 2)  # (b, k, n, d)
 
     def contextualization(self, idx: torch.Tensor) -> torch.Tensor:
         """The contextualization weights alpha of idx (b, n): (b, k, n, n)."""
         return self.sense_weight_net(self.transformer(idx))
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                return_senses: bool = False,
-                contextualization: torch.Tensor | None = None) -> LMOutput:
+# %% ../book/05_model.ipynb #9b3b92fc
+def check_contextualization(alpha: torch.Tensor, expected: tuple[int, ...]) -> None:
+    """Refuse contextualization weights whose shape is not expected (b, k, n, n)."""
+    if tuple(alpha.shape) != expected:
+        raise ValueError(
+            f"contextualization must have shape {expected} (batch, senses, "
+            f"seq, seq); got {tuple(alpha.shape)}"
+        )
+
+# %% ../book/05_model.ipynb #a99f614b
+class BackpackLM(BackpackBase):
+    """A Backpack language model (Hewitt et al., 2023)."""
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        return_senses: bool = False,
+        contextualization: torch.Tensor | None = None,
+    ) -> LMOutput:
         """Logits (b, n, vocab) and, with targets (b, n), the loss.
 
         return_senses: also return the senses and the contextualization weights alpha.
-        contextualization: use these weights (b, k, n, n) instead of the weight network's.
+        contextualization: use these weights (b, k, n, n), not the weight network's.
         """
         check_token_ids(idx, self.config.vocab_size, self.config.n_positions)
         b, n = idx.shape
-        senses = self.sense_vectors(idx)                                   # (b, k, n, d)
+        senses = self.sense_vectors(idx)  # (b, k, n, d)
+        alpha = None
         if contextualization is not None:
-            expected = (b, self.config.num_senses, n, n)
-            if tuple(contextualization.shape) != expected:
-                raise ValueError(f"contextualization must have shape {expected} (batch, senses, "
-                                 f"seq, seq); got {tuple(contextualization.shape)}")
+            check_contextualization(
+                contextualization, (b, self.config.num_senses, n, n)
+            )
             alpha = contextualization
         elif return_senses:
-            alpha = self.contextualization(idx)                            # (b, k, n, n)
-        else:
-            alpha = None
+            alpha = self.contextualization(idx)  # (b, k, n, n)
         if alpha is not None:
-            output = (alpha @ senses).sum(dim=1)                           # (b, n, d)
+            output = (alpha @ senses).sum(dim=1)  # (b, n, d)
         else:  # fused: softmax(q k^T) @ senses per sense, alpha never stored
-            q, k = self.sense_weight_net.queries_keys(self.transformer(idx))  # (b, k, n, d/k)
-            output = attention(q, k, senses, causal=True, scale=self.sense_weight_net.scale,
-                               backend=self.config.attention_backend).sum(dim=1)  # (b, n, d)
+            q, k = self.sense_weight_net.queries_keys(
+                self.transformer(idx)
+            )  # (b, k, n, d/k)
+            scale, backend = self.sense_weight_net.scale, self.config.attention_backend
+            heads = attention(q, k, senses, causal=True, scale=scale, backend=backend)
+            output = heads.sum(dim=1)  # (b, n, d)
         if self.config.divide_by_senses:
             output = output / self.config.num_senses
-        logits = F.linear(output, self.word_embeddings)                   # (b, n, vocab)
+        logits = F.linear(output, self.word_embeddings)  # (b, n, vocab)
         loss = language_model_loss(logits, targets) if targets is not None else None
-        return LMOutput(logits, loss, senses if return_senses else None,
-                        alpha if return_senses else None)
+        if not return_senses:
+            return LMOutput(logits, loss)
+        return LMOutput(logits, loss, senses, alpha)
 
 # %% ../book/05_model.ipynb #d4896259
 class TransformerLM(LanguageModel):
@@ -284,9 +397,11 @@ class TransformerLM(LanguageModel):
         self.transformer = Transformer(config)
         init_gpt2_weights(self, config.n_layer)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> LMOutput:
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> LMOutput:
         """Logits (b, n, vocab) and, with targets (b, n), the loss."""
-        hidden = self.transformer(idx)                                     # (b, n, d)
-        logits = F.linear(hidden, self.transformer.wte.weight)            # (b, n, vocab)
+        hidden = self.transformer(idx)  # (b, n, d)
+        logits = F.linear(hidden, self.transformer.wte.weight)  # (b, n, vocab)
         loss = language_model_loss(logits, targets) if targets is not None else None
         return LMOutput(logits, loss)
