@@ -23,7 +23,8 @@ __all__ = ['SenseEdit', 'TokenRun', 'PROFESSIONS', 'EVALUATION_PROMPTS', 'ESTIMA
            'replace_senses', 'add_to_senses', 'token_senses', 'fill', 'last_logits', 'pronoun_gap', 'bias_score',
            'sense_gap_contributions', 'fit_sense_weights', 'project_out', 'touched_windows', 'summed_losses',
            'next_word_curve', 'edit_senses', 'edit_fact', 'prediction_change', 'topic_bag', 'topic_scores',
-           'check_strength', 'band_weights', 'topic_weights', 'TopicSteering', 'continuation_perplexity', 'topic_rate']
+           'check_strength', 'band_weights', 'topic_weights', 'check_topic_deltas', 'TopicSteering',
+           'continuation_perplexity', 'topic_rate']
 
 # %% ../book/09_interventions.ipynb #8fd77e46
 SenseEdit = Callable[
@@ -506,6 +507,22 @@ def topic_weights(scores: torch.Tensor, strength: int) -> torch.Tensor:
     """The paper's weights delta_l(x) of a strength 0-3 (Table 11): (vocab, k)."""
     return band_weights(scores, TOPIC_STRENGTHS[check_strength(strength)])
 
+# %% ../book/09_interventions.ipynb #c4ec9d17topic
+def check_topic_deltas(
+    model: BackpackLM, deltas: torch.Tensor, anneal_scale: float | None
+) -> torch.Tensor:
+    """Topic weights as (tables, vocab, k), checked against the model; a positive
+    anneal_scale or None."""
+    check_backpack(model)
+    deltas = deltas[None] if deltas.dim() == 2 else deltas  # (t, V, k)
+    if deltas.shape[1:] != (model.config.vocab_size, model.config.num_senses):
+        raise ValueError(
+            f"deltas must be (tables, vocab, k); got {tuple(deltas.shape)}"
+        )
+    if anneal_scale is not None and not anneal_scale > 0:
+        raise ValueError(f"anneal_scale must be > 0; got {anneal_scale!r}")
+    return deltas
+
 # %% ../book/09_interventions.ipynb #57b6c1ee
 class TopicSteering:
     """A sense edit: topic weights delta (tables, vocab, k), row r of the batch using
@@ -520,14 +537,7 @@ class TopicSteering:
         anneal: bool = True,
         anneal_scale: float | None = None,
     ):
-        check_backpack(model)
-        deltas = deltas[None] if deltas.dim() == 2 else deltas  # (t, V, k)
-        if deltas.shape[1:] != (model.config.vocab_size, model.config.num_senses):
-            raise ValueError(
-                f"deltas must be (tables, vocab, k); got {tuple(deltas.shape)}"
-            )
-        if anneal_scale is not None and not anneal_scale > 0:
-            raise ValueError(f"anneal_scale must be > 0; got {anneal_scale!r}")
+        deltas = check_topic_deltas(model, deltas, anneal_scale)  # (t, V, k)
         self.deltas, self.anneal = deltas, anneal
         self.rows = (
             torch.zeros(1, dtype=torch.long) if rows is None else torch.as_tensor(rows)
