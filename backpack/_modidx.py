@@ -161,7 +161,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'backpack.fast.mfu': ('speed.html#mfu', 'backpack/fast.py'),
                                'backpack.fast.new_cache': ('speed.html#new_cache', 'backpack/fast.py'),
                                'backpack.fast.new_senses': ('speed.html#new_senses', 'backpack/fast.py'),
-                               'backpack.fast.next_token': ('speed.html#next_token', 'backpack/fast.py'),
                                'backpack.fast.peak_flops_of': ('speed.html#peak_flops_of', 'backpack/fast.py'),
                                'backpack.fast.peak_step_memory': ('speed.html#peak_step_memory', 'backpack/fast.py'),
                                'backpack.fast.plot_generation': ('speed.html#plot_generation', 'backpack/fast.py'),

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .attention import attention
 from .model import (
     BackpackConfig, BackpackLM, LanguageModel, LMOutput, TransformerLM,
-    language_model_loss)
+    check_sampling_args, language_model_loss, sample_next_token)
 from .train import TrainConfig, configure_optimizer, device_name
 from .weights import check_token_ids
 
@@ -47,11 +47,11 @@ def _triton_jit(fn):
 __all__ = ['SENSE_SUMS', 'BENCH_USAGE', 'PEAK_BF16_FLOPS', 'sense_sum_reference', 'sense_sum_per_sense', 'FusedSenseSum',
            'fused_sense_sum', 'saved_bytes', 'TritonSenseSum', 'triton_sense_sum', 'left_pad', 'GenerationCache',
            'new_cache', 'weight_network_step', 'new_senses', 'vocab_sense_table', 'edited_senses', 'backpack_step',
-           'transformer_step', 'next_token', 'generate_uncached', 'generate_cached', 'senses_by_position',
-           'backpack_forward', 'training_variants', 'synchronize', 'saved_activation_bytes', 'timed_step',
-           'time_training_steps', 'peak_step_memory', 'training_flops_per_token', 'mfu', 'generation_rates',
-           'sample_batches', 'peak_flops_of', 'bench_setup', 'run_benchmark', 'goals', 'bench_main', 'precision_main',
-           'plot_training', 'plot_generation', 'precision_curves']
+           'transformer_step', 'generate_uncached', 'generate_cached', 'senses_by_position', 'backpack_forward',
+           'training_variants', 'synchronize', 'saved_activation_bytes', 'timed_step', 'time_training_steps',
+           'peak_step_memory', 'training_flops_per_token', 'mfu', 'generation_rates', 'sample_batches', 'peak_flops_of',
+           'bench_setup', 'run_benchmark', 'goals', 'bench_main', 'precision_main', 'plot_training', 'plot_generation',
+           'precision_curves']
 
 # %% ../book/10_speed.ipynb #2df602e5
 def sense_sum_reference(
@@ -630,21 +630,6 @@ def transformer_step(
     cache.length += new_ids.shape[1]
     return F.linear(hidden, model.transformer.wte.weight)  # (b, vocab)
 
-# %% ../book/10_speed.ipynb #3f6f83a8
-def next_token(
-    logits: torch.Tensor, temperature: float, top_k: int | None,
-    generator: torch.Generator | None) -> torch.Tensor:
-    """The next ids (b, 1) from logits (b, vocab): argmax when temperature is 0, else a
-    sample."""
-    logits = logits.float()
-    if temperature == 0:
-        return logits.argmax(-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
-
 # %% ../book/10_speed.ipynb #155d9983
 def generate_uncached(model: LanguageModel, idx: torch.Tensor, *args, **kwargs):
     """Chapter 5's generation loop, recomputing the whole prefix for every token (the
@@ -660,20 +645,13 @@ def _check_generation_args(
     """Raise a clear ValueError on bad arguments; return the pads per row (b,)."""
     cfg = model.config
     check_token_ids(idx, cfg.vocab_size, cfg.n_positions)
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(
-            f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}"
-        )
+    check_sampling_args(max_new_tokens, temperature, top_k)  # chapter 5
     if idx.shape[1] + max_new_tokens > cfg.n_positions:
         raise ValueError(
             f"prompt ({idx.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) "
             f"exceeds the context of {cfg.n_positions}: generate fewer tokens, or use "
             f"model.generate(..., sliding_window=True) without the cache"
         )
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be a positive int or None, got {top_k}")
     if prompt_lengths is None:
         return torch.zeros(idx.shape[0], dtype=torch.long, device=idx.device)
     lengths = torch.as_tensor(prompt_lengths, device=idx.device)
@@ -712,7 +690,7 @@ def generate_cached(
     cache = new_cache(model, idx, pads, idx.shape[1] + max_new_tokens)
     logits = step(model, idx, cache, sense_table)  # the prompt, one pass
     for i in range(max_new_tokens):
-        ids = next_token(logits, temperature, top_k, generator)  # (b, 1)
+        ids = sample_next_token(logits.float(), temperature, top_k, generator)
         if i + 1 < max_new_tokens:
             logits = step(model, ids, cache, sense_table)
         else:

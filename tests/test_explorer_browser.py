@@ -26,23 +26,20 @@ DATA = ROOT / "book" / "_static" / EXPLORER_DATA_NAME
 BUILT_PAGE = ROOT / "_build" / "html" / "book" / "08_analysis.html"
 
 
-def known_js_errors() -> tuple[str, ...]:
-    """The page errors of the book's theme that the page checker also tolerates."""
-    spec = importlib.util.spec_from_file_location(
-        "check_pages", ROOT / "scripts" / "check_pages.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("check_pages", module)  # its dataclasses look themselves up there
-    spec.loader.exec_module(sys.modules["check_pages"])
-    return sys.modules["check_pages"].KNOWN_JS_ERRORS
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+def load_page_checker():
+    """scripts/check_pages.py, whose browser flags and known theme errors we share."""
+    if "check_pages" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "check_pages", ROOT / "scripts" / "check_pages.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["check_pages"] = module  # its dataclasses look themselves up there
+        spec.loader.exec_module(module)
+    return sys.modules["check_pages"]
+
+
+PAGE_CHECKER = load_page_checker()
+ARGS = PAGE_CHECKER.CHROMIUM_ARGS
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -118,7 +115,8 @@ def check_explorer(browser, page_path: Path, offline: bool = True) -> None:
     assert cells == expected_rows("king")
     field.fill("zzzznotaword")
     assert "not one of the" in page.locator("#sense-explorer").inner_text()
-    errors = [e for e in errors if not any(k in e for k in known_js_errors())]
+    known = PAGE_CHECKER.KNOWN_JS_ERRORS  # the theme's own, on every page
+    errors = [e for e in errors if not any(k in e for k in known)]
     assert not errors, errors
     if offline:  # the explorer itself asks nothing of the network
         assert all(url.startswith(("file:", "data:")) for url in requests), requests
