@@ -11,9 +11,8 @@ import base64
 import html
 import json
 import math
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,18 +20,18 @@ import torch
 from tokenizers import Tokenizer
 
 from .data import DATA_DIR
-from .model import BackpackLM, LanguageModel
+from .model import BackpackLM, LanguageModel, evaluating
 
 # %% auto #0
 __all__ = ['FUNCTION_WORDS', 'GENDERED_PRONOUNS', 'WORDSIM_DIR', 'BENCHMARKS', 'PAPER_SIMILARITY', 'EXPLORER_DATA_NAME',
            'EXPLORER_DATA_URL', 'EXPLORER_LOOKUP_JS', 'EXPLORER_TABLE_JS', 'EXPLORER_SCRIPT', 'WordNotInVocabulary',
-           'check_backpack', 'check_token_id', 'evaluating', 'sense_projections', 'visible', 'token_text',
-           'word_pieces', 'word_id', 'sense_table', 'style_sense_table', 'sense_overview', 'contributions',
-           'top_contributions', 'plot_contributions', 'contextualization_summary', 'plot_contextualization',
-           'token_properties', 'same_word', 'nearest_neighbours', 'vocabulary_senses', 'top_projected', 'sense_roles',
-           'frequent_words', 'plot_sense_roles', 'specialisations', 'BenchmarkFormatError', 'read_word_pairs',
-           'spearman', 'word_vectors', 'similarity_scores', 'coverage', 'sense_explorer_widget', 'explorer_data',
-           'write_explorer_data', 'read_explorer_data', 'explorer_html']
+           'check_backpack', 'check_token_id', 'sense_projections', 'visible', 'token_text', 'word_pieces', 'word_id',
+           'sense_table', 'style_sense_table', 'sense_overview', 'contributions', 'top_contributions',
+           'plot_contributions', 'contextualization_summary', 'plot_contextualization', 'token_properties', 'same_word',
+           'nearest_neighbours', 'vocabulary_senses', 'top_projected', 'sense_roles', 'frequent_words',
+           'plot_sense_roles', 'specialisations', 'BenchmarkFormatError', 'read_word_pairs', 'spearman', 'word_vectors',
+           'similarity_scores', 'coverage', 'sense_explorer_widget', 'explorer_data', 'write_explorer_data',
+           'read_explorer_data', 'explorer_html']
 
 # %% ../book/08_analysis.ipynb #2d3df922
 class WordNotInVocabulary(ValueError):
@@ -67,17 +66,6 @@ def check_token_id(model: LanguageModel, token_id: int, what: str = "token id") 
         )
     return int(token_id)
 
-
-@contextmanager
-def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Eval mode and no gradients inside the block; the model's mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
 
 # %% ../book/08_analysis.ipynb #34b8beb1
 def sense_projections(model: BackpackLM, token_id: int) -> torch.Tensor:

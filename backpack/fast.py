@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .attention import attention
 from .model import (
     BackpackConfig, BackpackLM, LanguageModel, LMOutput, TransformerLM,
-    check_sampling_args, language_model_loss, sample_next_token)
+    check_sampling_args, evaluating, language_model_loss, sample_next_token)
 from .train import TrainConfig, configure_optimizer, device_name
 from .weights import check_token_ids
 
@@ -685,17 +685,15 @@ def generate_cached(
     if max_new_tokens == 0:
         return idx.clone()
     step = backpack_step if hasattr(model, "sense_network") else transformer_step
-    was_training = model.training
-    model.eval()
     cache = new_cache(model, idx, pads, idx.shape[1] + max_new_tokens)
-    logits = step(model, idx, cache, sense_table)  # the prompt, one pass
-    for i in range(max_new_tokens):
-        ids = sample_next_token(logits.float(), temperature, top_k, generator)
-        if i + 1 < max_new_tokens:
-            logits = step(model, ids, cache, sense_table)
-        else:
-            cache.idx[:, cache.length] = ids[:, 0]
-    model.train(was_training)
+    with evaluating(model):  # chapter 5
+        logits = step(model, idx, cache, sense_table)  # the prompt, one pass
+        for i in range(max_new_tokens):
+            ids = sample_next_token(logits.float(), temperature, top_k, generator)
+            if i + 1 < max_new_tokens:
+                logits = step(model, ids, cache, sense_table)
+            else:
+                cache.idx[:, cache.length] = ids[:, 0]
     return cache.idx
 
 # %% ../book/10_speed.ipynb #1fe6fa88

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 import numbers
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +31,8 @@ from backpack.weights import (
 
 # %% auto #0
 __all__ = ['PRESETS', 'IGNORE_INDEX', 'BackpackConfig', 'LMOutput', 'check_targets', 'language_model_loss', 'is_int',
-           'check_sampling_args', 'check_generate_args', 'sample_next_token', 'generate_tokens', 'LanguageModel',
-           'BackpackBase', 'check_contextualization', 'BackpackLM', 'TransformerLM']
+           'check_sampling_args', 'check_generate_args', 'sample_next_token', 'evaluating', 'generate_tokens',
+           'LanguageModel', 'BackpackBase', 'check_contextualization', 'BackpackLM', 'TransformerLM']
 
 # %% ../book/05_model.ipynb #4bf00ff3
 # the paper's vocabulary (GPT-2's 50,257 tokens, padded to 50,264) and context
@@ -217,6 +219,18 @@ def sample_next_token(
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator)  # (batch, 1)
 
+# %% ../book/05_model.ipynb #evaluating-code
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode and no gradients inside the block; the model's mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
 # %% ../book/05_model.ipynb #d6c87003
 @torch.no_grad()
 def generate_tokens(
@@ -246,13 +260,11 @@ def generate_tokens(
         return generate_cached(
             model, idx, max_new_tokens, temperature, top_k, generator
         )
-    was_training = model.training
-    model.eval()
-    for _ in range(max_new_tokens):
-        logits = model(idx[:, -n_ctx:]).logits[:, -1, :].float()  # (batch, vocab)
-        next_id = sample_next_token(logits, temperature, top_k, generator)
-        idx = torch.cat([idx, next_id], dim=1)
-    model.train(was_training)
+    with evaluating(model):
+        for _ in range(max_new_tokens):
+            logits = model(idx[:, -n_ctx:]).logits[:, -1, :].float()  # (batch, vocab)
+            next_id = sample_next_token(logits, temperature, top_k, generator)
+            idx = torch.cat([idx, next_id], dim=1)
     return idx
 
 # %% ../book/05_model.ipynb #8ae5cccc
