@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import attention
+from .checkpoint import atomic_write
 from .model import (
     BackpackConfig, BackpackLM, LanguageModel, LMOutput, TransformerLM,
     check_sampling_args, evaluating, language_model_loss, sample_next_token)
@@ -81,22 +82,22 @@ def sense_sum_per_sense(
 
 # %% ../book/10_speed.ipynb #c219ffc0
 def _block_probabilities(
-    q: torch.Tensor, k: torch.Tensor, start: int, end: int, scale: float,
+    q: torch.Tensor, k: torch.Tensor, start: int, end: int,
     lse: torch.Tensor | None = None):
     """Scores of queries [start, end) against keys [0, end), causal, as probabilities.
 
-    Returns (alpha, lse): alpha (b, senses, B, end) in float32 or wider, lse (b, senses,
-    B). With lse given (the backward pass), alpha is rebuilt from it instead of a new
-    softmax."""
+    q must already be multiplied by the scale. Returns (alpha, lse): alpha (b, senses,
+    B, end) in float32 or wider, lse (b, senses, B). With lse given (the backward
+    pass), alpha is rebuilt from it instead of a new softmax."""
     compute = torch.promote_types(q.dtype, torch.float32)
-    scores = (q[:, :, start:end] @ k[:, :, :end].transpose(-2, -1)).to(compute) * scale
-    future = torch.ones(end - start, end, dtype=torch.bool, device=q.device).triu(
-        start + 1
-    )
-    scores = scores.masked_fill(future, float("-inf"))  # (b, k, B, end)
-    if lse is None:
-        lse = torch.logsumexp(scores, dim=-1)  # (b, k, B)
-    return torch.exp(scores - lse[..., None]), lse
+    scores = (q[:, :, start:end] @ k[:, :, :end].transpose(-2, -1)).to(compute)
+    future = torch.ones(end - start, end - start, dtype=torch.bool, device=q.device)
+    scores[..., start:end].masked_fill_(future.triu(1), float("-inf"))  # diagonal
+    if lse is not None:
+        return scores.sub_(lse[..., None]).exp_(), lse  # (b, k, B, end)
+    top = scores.amax(-1, keepdim=True)  # (b, k, B, 1)
+    total = scores.sub_(top).exp_().sum(-1, keepdim=True)  # (b, k, B, 1)
+    return scores.div_(total), (top + total.log())[..., 0]
 
 
 def _by_query(alpha: torch.Tensor) -> torch.Tensor:
@@ -111,12 +112,13 @@ def _fused_forward(q, k, senses_by_pos, scale: float, block: int):
     lse."""
     b, h, n, _ = q.shape
     d = senses_by_pos.shape[-1]
+    q = q * scale  # (b, k, n, d/k): cheaper than scaling the scores
     compute = torch.promote_types(q.dtype, torch.float32)
     out = q.new_empty(b, n, d, dtype=senses_by_pos.dtype)
     lse = q.new_empty(b, h, n, dtype=compute)
     for start in range(0, n, block):
         end = min(start + block, n)
-        alpha, lse[:, :, start:end] = _block_probabilities(q, k, start, end, scale)
+        alpha, lse[:, :, start:end] = _block_probabilities(q, k, start, end)
         values = senses_by_pos[:, :end].reshape(b, end * h, d)  # (b, end*k, d), a view
         out[:, start:end] = _by_query(alpha.to(values.dtype)) @ values  # (b, B, d)
     return out, lse
@@ -127,19 +129,20 @@ def _fused_backward(q, k, senses_by_pos, lse, grad_out, scale: float, block: int
     n, senses, d)."""
     b, h, n, _ = q.shape
     d = senses_by_pos.shape[-1]
+    scaled_q = q * scale  # as in the forward pass
     grad_q, grad_k = torch.zeros_like(q), torch.zeros_like(k)
     grad_senses = torch.zeros_like(senses_by_pos)  # (b, n, k, d)
     for start in range(0, n, block):
         end = min(start + block, n)
-        alpha, _ = _block_probabilities(q, k, start, end, scale, lse[:, :, start:end])
+        alpha, _ = _block_probabilities(scaled_q, k, start, end, lse[:, :, start:end])
         g = grad_out[:, start:end]  # (b, B, d)
         values = senses_by_pos[:, :end].reshape(b, end * h, d)  # (b, end*k, d)
         grad_alpha = (g @ values.transpose(1, 2)).view(b, end - start, end, h)
-        grad_alpha = grad_alpha.permute(0, 3, 1, 2).to(alpha.dtype)  # (b, k, B, end)
-        row = (alpha * grad_alpha).sum(-1, keepdim=True)  # (b, k, B, 1)
-        grad_scores = (alpha * (grad_alpha - row) * scale).to(q.dtype)
-        grad_q[:, :, start:end] = grad_scores @ k[:, :, :end]
-        grad_k[:, :, :end] += grad_scores.transpose(-2, -1) @ q[:, :, start:end]
+        grad_scores = alpha * grad_alpha.permute(0, 3, 1, 2)  # (b, k, B, end): a * p
+        row = grad_scores.sum(-1, keepdim=True)  # (b, k, B, 1)
+        grad_scores = grad_scores.addcmul_(alpha, row, value=-1).to(q.dtype)
+        grad_q[:, :, start:end] = (grad_scores @ k[:, :, :end]) * scale
+        grad_k[:, :, :end] += grad_scores.transpose(-2, -1) @ scaled_q[:, :, start:end]
         weights = _by_query(alpha.to(g.dtype))  # (b, B, end*k)
         grad_senses[:, :end] += (weights.transpose(1, 2) @ g).view(b, end, h, d)
     return grad_q, grad_k, grad_senses
@@ -460,6 +463,7 @@ class GenerationCache:
     idx: torch.Tensor  # (b, capacity) token ids, left-padded
     pads: torch.Tensor  # (b,) pad tokens at the start of each row
     length: int = 0  # positions filled so far
+    padded: bool = False  # any row with left padding (else no key mask is needed)
 
     def key_mask(self, end: int) -> torch.Tensor:
         """(b, end): True where a key is a real token, False on the left padding."""
@@ -484,7 +488,7 @@ def new_cache(
         values=[zeros(b, cfg.n_head, capacity, head) for _ in range(cfg.n_layer)],
         sense_keys=zeros(b, k, capacity, hk) if is_backpack else None,
         senses=zeros(b, capacity, k, cfg.n_embd) if is_backpack else None, idx=ids,
-        pads=pads)
+        pads=pads, padded=bool((pads > 0).any()))
 
 # %% ../book/10_speed.ipynb #aaffd739
 def _attention_mask(
@@ -492,7 +496,7 @@ def _attention_mask(
 ) -> torch.Tensor | None:
     """(b, 1, end - start, end) boolean mask for queries [start, end); None when nothing
     is masked but the future of a square block (the fast SDPA path)."""
-    if bool((cache.pads == 0).all()):
+    if not cache.padded:
         return None
     rows = torch.arange(start, end, device=cache.pads.device)[:, None]  # (m, 1)
     cols = torch.arange(end, device=cache.pads.device)[None, :]  # (1, end)
@@ -610,7 +614,9 @@ def backpack_step(
     compute = torch.promote_types(q.dtype, torch.float32)
     scores = (q[:, :, -1:] @ cache.sense_keys[:, :, :end].transpose(-2, -1)).to(compute)
     scores = scores * model.sense_weight_net.scale  # (b, k, 1, end)
-    scores = scores.masked_fill(~cache.key_mask(end)[:, None, None, :], float("-inf"))
+    if cache.padded:
+        pad = ~cache.key_mask(end)[:, None, None, :]  # (b, 1, 1, end)
+        scores = scores.masked_fill(pad, float("-inf"))
     alpha = scores.softmax(-1).to(q.dtype)[:, :, 0]  # (b, k, end)
     b, k, _ = alpha.shape
     weights = alpha.transpose(1, 2).reshape(b, 1, end * k)  # key-major, as below
@@ -973,7 +979,8 @@ def peak_flops_of(device: torch.device) -> float | None:
 
 
 def bench_setup(device: torch.device, quick: bool) -> dict:
-    """Sizes: the paper's Small on a GPU (bf16), the book's d=256 model on a CPU (fp32).
+    """Sizes: the paper's Small on a GPU (bf16), the book's d=256 model on a CPU (fp32),
+    at the book's context (256, CPU only) and at T = 512, 1024 and 2048.
 
     On a CPU, generation runs on one thread: a one-token step is too small to share
     between threads, and on a busy machine waiting for the second thread costs more than
@@ -993,10 +1000,10 @@ def bench_setup(device: torch.device, quick: bool) -> dict:
             new_tokens=256,
             bf16=True,
         )
-    return dict(
+    return dict(  # 4096 tokens: the micro-batch chapter 7 trains with (16 x 256)
         config=dict(vocab_size=16384, n_embd=256, n_layer=4, n_head=4, num_senses=16),
-        seqs=[128, 256, 512], batch_tokens=2048, repeats=5, new_tokens=256, bf16=False,
-        generation_threads=1)
+        seqs=[256, 512, 1024, 2048], batch_tokens=4096, repeats=5, new_tokens=256,
+        bf16=False, generation_threads=1)
 
 # %% ../book/10_speed.ipynb #829262e1
 def run_benchmark(device: str = "cpu", quick: bool = False, bf16: bool | None = None,
@@ -1099,7 +1106,8 @@ def bench_main(argv: list[str] | None = None) -> dict:
     for name, value in result["goals"].items():
         print(f"{name:45s} {value:7.2f}")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        text = json.dumps(result, indent=1) + "\n"
+        atomic_write(Path(args.out), lambda tmp: tmp.write_text(text))
         print(f"wrote {args.out}")
     return result
 
