@@ -121,7 +121,7 @@ AUTO_MAP = {
     "AutoConfig": "configuration_backpack_gpt2.BackpackGPT2Config",
     "AutoModelForCausalLM": "modeling_backpack_gpt2.BackpackGPT2LMHeadModel",
 }
-BOOK_FIELDS = ("sense_dedup", "divide_by_senses", "attention_backend")
+BOOK_FIELDS = ("sense_dedup", "divide_by_senses", "attention_backend", "sense_sum")
 REQUIRED_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
 GPT2_USUAL = {  # GPT-2's keys that our architecture does not vary, at the public values
     "n_inner": None, "activation_function": "gelu_new", "scale_attn_weights": True,

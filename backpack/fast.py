@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
+import platform
 import statistics
 import sys
 import time
@@ -50,9 +52,9 @@ __all__ = ['SENSE_SUMS', 'BENCH_USAGE', 'PEAK_BF16_FLOPS', 'sense_sum_reference'
            'new_cache', 'weight_network_step', 'new_senses', 'vocab_sense_table', 'edited_senses', 'backpack_step',
            'transformer_step', 'generate_uncached', 'generate_cached', 'senses_by_position', 'backpack_forward',
            'training_variants', 'synchronize', 'saved_activation_bytes', 'timed_step', 'time_training_steps',
-           'peak_step_memory', 'training_flops_per_token', 'mfu', 'generation_rates', 'sample_batches', 'peak_flops_of',
-           'bench_setup', 'run_benchmark', 'goals', 'bench_main', 'precision_main', 'plot_training', 'plot_generation',
-           'precision_curves']
+           'peak_step_memory', 'training_flops_per_token', 'mfu', 'generation_rates', 'sample_batches', 'machine_name',
+           'peak_flops_of', 'bench_setup', 'run_benchmark', 'goals', 'bench_main', 'precision_main', 'plot_training',
+           'plot_generation', 'precision_curves']
 
 # %% ../book/10_speed.ipynb #2df602e5
 def sense_sum_reference(
@@ -463,7 +465,7 @@ class GenerationCache:
     idx: torch.Tensor  # (b, capacity) token ids, left-padded
     pads: torch.Tensor  # (b,) pad tokens at the start of each row
     length: int = 0  # positions filled so far
-    padded: bool = False  # any row with left padding (else no key mask is needed)
+    padded: bool = False  # any row left-padded (else no key mask is needed)
 
     def key_mask(self, end: int) -> torch.Tensor:
         """(b, end): True where a key is a real token, False on the left padding."""
@@ -964,6 +966,17 @@ def sample_batches(
         )
     return out
 
+# %% ../book/10_speed.ipynb #machine-name
+def machine_name() -> str:
+    """The processor's model name and core count (Linux), for the record of a run."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [
+        line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")
+    ]
+    cpu = names[0] if names else (platform.processor() or "unknown CPU")
+    return f"{cpu}, {os.cpu_count()} cores"
+
 # %% ../book/10_speed.ipynb #2f10f751
 PEAK_BF16_FLOPS = {
     "H100": 989e12,
@@ -1014,9 +1027,9 @@ def run_benchmark(device: str = "cpu", quick: bool = False, bf16: bool | None = 
     use_bf16 = setup["bf16"] if bf16 is None else bf16
     bf16_cast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
     autocast = bf16_cast if use_bf16 else nullcontext
-    result = {"device": device_name(device), "torch": torch.__version__,
-              "bf16": use_bf16, "threads": torch.get_num_threads(),
-              "training": [], "generation": [],
+    result = {"device": device_name(device), "machine": machine_name(),
+              "torch": torch.__version__, "bf16": use_bf16,
+              "threads": torch.get_num_threads(), "training": [], "generation": [],
               **{key: setup[key] for key in ("config", "batch_tokens", "repeats")}}
     peak = peak_flops_of(device) if use_bf16 else None
     for seq in setup["seqs"]:
@@ -1113,18 +1126,20 @@ def bench_main(argv: list[str] | None = None) -> dict:
 
 # %% ../book/10_speed.ipynb #149a5daf
 def precision_main(args, start: float) -> dict:
-    """The --curves run: fp32 vs bf16 training of both models at the CPU size, 8 x 256
-    tokens."""
+    """The --curves run: fp32 vs bf16 training of both models at the CPU size, 16 x 256
+    tokens (chapter 7's micro-batch)."""
     device = torch.device(args.device)
     config = BackpackConfig(
         **bench_setup(device, args.quick)["config"], n_positions=256
     )
-    batches = sample_batches(config, 8, 256, args.curves, device)
+    batches = sample_batches(config, 16, 256, args.curves, device)
     result = {
         "device": device_name(device),
+        "machine": machine_name(),
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "config": config.to_dict(),
-        "batch": [8, 256],
+        "batch": [16, 256],
         "runs": precision_curves(config, batches, device),
     }
     result["seconds"] = time.perf_counter() - start
@@ -1134,7 +1149,8 @@ def precision_main(args, start: float) -> dict:
             f"last loss {run['loss'][-1]:.3f}"
         )
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        text = json.dumps(result, indent=1) + "\n"
+        atomic_write(Path(args.out), lambda tmp: tmp.write_text(text))
     return result
 
 # %% ../book/10_speed.ipynb #01e427e2

@@ -32,7 +32,7 @@ from backpack.weights import (
 # %% auto #0
 __all__ = ['PRESETS', 'IGNORE_INDEX', 'BackpackConfig', 'LMOutput', 'check_targets', 'language_model_loss', 'is_int',
            'check_sampling_args', 'check_generate_args', 'sample_next_token', 'evaluating', 'generate_tokens',
-           'LanguageModel', 'BackpackBase', 'check_contextualization', 'BackpackLM', 'TransformerLM']
+           'LanguageModel', 'BackpackBase', 'check_contextualization', 'sum_over_senses', 'BackpackLM', 'TransformerLM']
 
 # %% ../book/05_model.ipynb #4bf00ff3
 # the paper's vocabulary (GPT-2's 50,257 tokens, padded to 50,264) and context
@@ -54,6 +54,7 @@ class BackpackConfig(TransformerConfig):
     sense_intermediate_scale: int = 4  # final MLP: d -> scale*d -> k*d
     sense_dedup: bool = True  # senses once per distinct token of a batch
     divide_by_senses: bool = False  # o = sum / k (the Levanter port), not the sum
+    sense_sum: str = "per_sense"  # or "fused": chapter 10's kernel, same numbers
 
     def check(self) -> None:
         """The Transformer's checks, then the Backpack's own fields."""
@@ -64,6 +65,7 @@ class BackpackConfig(TransformerConfig):
         check_divisible(owner, "n_embd", self.n_embd, "num_senses", self.num_senses)
         for name in ("sense_dedup", "divide_by_senses"):
             check_choice(owner, name, getattr(self, name), (True, False))
+        check_choice(owner, "sense_sum", self.sense_sum, ("per_sense", "fused"))
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "BackpackConfig":
@@ -354,6 +356,23 @@ def check_contextualization(alpha: torch.Tensor, expected: tuple[int, ...]) -> N
             f"seq, seq); got {tuple(alpha.shape)}"
         )
 
+# %% ../book/05_model.ipynb #sum-over-senses
+def sum_over_senses(
+    q: torch.Tensor, k: torch.Tensor, senses: torch.Tensor, scale: float,
+    config: BackpackConfig) -> torch.Tensor:
+    """sum_l softmax(q_l k_l^T * scale + causal mask) @ C_l without storing alpha: (b,
+    n, d). q, k: (b, senses, n, d/k); senses: (b, senses, n, d).
+
+    config.sense_sum picks the way: "per_sense" (the fused attention of chapter 3, one
+    attention per sense, then the sum) or "fused" (chapter 10's kernel)."""
+    if config.sense_sum == "fused":  # chapter 10; it imports this module
+        from backpack.fast import fused_sense_sum
+
+        return fused_sense_sum(q, k, senses.to(q.dtype), scale)
+    backend = config.attention_backend
+    heads = attention(q, k, senses, causal=True, scale=scale, backend=backend)
+    return heads.sum(dim=1)  # (b, n, d): the per-sense outputs (b, k, n, d) summed
+
 # %% ../book/05_model.ipynb #a99f614b
 class BackpackLM(BackpackBase):
     """A Backpack language model (Hewitt et al., 2023)."""
@@ -388,9 +407,8 @@ class BackpackLM(BackpackBase):
             q, k = self.sense_weight_net.queries_keys(
                 self.transformer(idx)
             )  # (b, k, n, d/k)
-            scale, backend = self.sense_weight_net.scale, self.config.attention_backend
-            heads = attention(q, k, senses, causal=True, scale=scale, backend=backend)
-            output = heads.sum(dim=1)  # (b, n, d)
+            scale = self.sense_weight_net.scale
+            output = sum_over_senses(q, k, senses, scale, self.config)  # (b, n, d)
         if self.config.divide_by_senses:
             output = output / self.config.num_senses
         logits = F.linear(output, self.word_embeddings)  # (b, n, vocab)

@@ -887,7 +887,7 @@ def model_from_args(args: argparse.Namespace, seed: int) -> LanguageModel:
     """A fresh preset model, or a saved one to fine-tune (--init-from, --dropout)."""
     if args.init_from:
         return load_pretrained(args.init_from, dropout=args.dropout)
-    names = (*MODEL_SIZES, "dropout", "sense_dedup")
+    names = (*MODEL_SIZES, "dropout", "sense_dedup", "sense_sum")
     sizes = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     torch.manual_seed(seed)
     return build_model(args.model, args.preset, **sizes)
@@ -909,6 +909,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sense-dedup", action=argparse.BooleanOptionalAction,
                         default=None,
                         help="compute senses once per distinct token (default: on)")
+    parser.add_argument("--sense-sum", default=None, choices=["per_sense", "fused"],
+                        help="how the senses are summed: one attention per sense "
+                        "(default) or chapter 10's fused kernel (same numbers)")
     parser.add_argument("--save-dtype", default="float16",
                         choices=["float16", "bfloat16", "float32"])
 

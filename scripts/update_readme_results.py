@@ -1,4 +1,4 @@
-"""Write the results table of data/models/*/results.json and data/bench/ into README.md.
+"""Write the results tables of data/models/*/results.json and data/bench/ into README.md.
 
     python scripts/update_readme_results.py          # rewrite the table between the markers
     python scripts/update_readme_results.py --check  # exit 1 if README.md is out of date
@@ -41,7 +41,30 @@ def table() -> str:
     for measured in bench["rows"]:
         lines.append(f"| {measured['model']} | {measured['tokens_per_s']:,.0f} "
                      f"| {measured['time_ratio_vs_transformer']:.2f}x |")
+    lines += ["", *speed_table(json.loads((ROOT / "data" / "bench" / "speed_cpu.json").read_text()))]
     return "\n".join(lines)
+
+
+def speed_table(bench: dict, seq: int = 256) -> list[str]:
+    """Chapter 10's goal ratios from one run of `python -m backpack.fast`."""
+    goals = bench["goals"]
+    rows = [(f"training step / Transformer's, {name.replace('backpack_', '')} Backpack, T={seq}",
+             goals[f"train_{name}_vs_transformer_T{seq}"], "<= 1.25x")
+            for name in ("backpack_reference", "backpack_chapter5", "backpack_fused")]
+    for batch in (1, 16):
+        rows += [(f"cached / uncached generation tokens/s, Backpack, batch {batch}",
+                  goals[f"cache_speedup_backpack_b{batch}"], ">= 10x"),
+                 (f"cached Backpack time / cached Transformer's, batch {batch}",
+                  goals[f"cached_backpack_vs_transformer_time_b{batch}"], "<= 1.3x"),
+                 (f"the same with the vocabulary sense table, batch {batch}",
+                  goals[f"cached+table_backpack_vs_transformer_time_b{batch}"], "<= 1.3x")]
+    precision = "bf16" if bench["bf16"] else "fp32"
+    threads = bench["threads"]
+    machine = f"{bench.get('machine', bench['device'])}, {threads} thread{'s' * (threads > 1)}"
+    return [f"Chapter 10's benchmark (`python -m backpack.fast`, {machine}, {precision}, "
+            f"{bench['batch_tokens']:,} tokens per training step, 256 new tokens), ratios measured side by "
+            "side in one run:", "", "| measure | ratio | goal |", "|---|---|---|",
+            *[f"| {name} | {value:.2f}x | {goal} |" for name, value, goal in rows]]
 
 
 def main(argv: list[str]) -> int:

@@ -56,6 +56,17 @@ def test_round_trip_gives_identical_logits(model, tmp_path):
     assert torch.equal(model(x).logits, loaded(x).logits)
 
 
+def test_round_trip_keeps_the_sense_sum_switch(tmp_path):
+    torch.manual_seed(0)
+    model = BackpackLM(BackpackConfig(**CFG, sense_sum="fused"))
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["backpack_book"]["sense_sum"] == "fused"
+    loaded = BackpackLM.from_pretrained(tmp_path)
+    assert loaded.config.sense_sum == "fused"
+    x = torch.randint(CFG["vocab_size"], (2, 10))
+    torch.testing.assert_close(model(x).logits, loaded(x).logits)
+
+
 def test_transformer_round_trip_as_gpt2(tmp_path):
     torch.manual_seed(0)
     lm = TransformerLM(BackpackConfig(**CFG)).eval()

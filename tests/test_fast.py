@@ -226,6 +226,33 @@ def test_training_forward_variants_match_chapter5():
                 torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("dedup", [True, False])
+def test_model_with_fused_sense_sum_matches_per_sense(dedup):
+    """BackpackLM(sense_sum="fused") gives chapter 5's loss and gradients, with a sense edit on."""
+    x = torch.randint(SMALL["vocab_size"], (2, 30), generator=torch.Generator().manual_seed(7))
+    results = []
+    for sense_sum in ("per_sense", "fused"):
+        model = make(dtype=torch.float64, sense_sum=sense_sum, sense_dedup=dedup).train()
+        model.sense_edits.append(lambda ids, senses: senses * (1 + (ids % 3)[:, None, :, None]))
+        loss = model(x, x).loss
+        results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
+    (loss, grads), (fused_loss, fused_grads) = results
+    torch.testing.assert_close(fused_loss, loss, rtol=1e-12, atol=1e-12)
+    for a, b in zip(fused_grads, grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_model_with_fused_sense_sum_under_bf16_autocast():
+    x = torch.randint(SMALL["vocab_size"], (2, 30), generator=torch.Generator().manual_seed(8))
+    model = make(dtype=torch.float32, sense_sum="fused")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, x).loss
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    reference = make(dtype=torch.float32)(x, x).loss
+    assert abs(loss.item() - reference.item()) < 0.05
+
+
 def test_training_forward_bf16_autocast_runs_close():
     from backpack.fast import backpack_forward
     model = make(dtype=torch.float32)

@@ -167,7 +167,8 @@ def test_config_is_checked_when_made():
                          (dict(n_head=5), "not divisible by n_head=5"),
                          (dict(dropout=1.0), r"dropout=1.0 is out of range: .*\[0.0, 1.0\)"),
                          (dict(n_layer=2.0), "n_layer must be an integer"),
-                         (dict(sense_dedup="yes"), "sense_dedup='yes' is not allowed")]:
+                         (dict(sense_dedup="yes"), "sense_dedup='yes' is not allowed"),
+                         (dict(sense_sum="flash"), "sense_sum='flash' is not allowed")]:
         with pytest.raises(ConfigError, match=message):
             BackpackConfig(**{**SMALL, **bad})
 

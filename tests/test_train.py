@@ -322,3 +322,18 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 41))
     assert not [p.name for p in out.rglob(".*") if p.name != ".lock"]   # no temporaries left
+
+
+def test_cli_sense_sum_fused_trains_like_per_sense(tmp_path):
+    """--sense-sum fused: chapter 10's kernel in training gives the same run, and is saved."""
+    from backpack.checkpoint import load_pretrained
+    from backpack.train import main
+    for way in ("per_sense", "fused"):
+        main(tiny_cli_args(tmp_path, 3) + ["--sense-sum", way, "--out-dir", str(tmp_path / way)])
+    one, two = (load_pretrained(tmp_path / way / "model") for way in ("per_sense", "fused"))
+    assert (one.config.sense_sum, two.config.sense_sum) == ("per_sense", "fused")
+    for (key, a), b in zip(one.state_dict().items(), two.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5, msg=key)
+    losses = [json.loads((tmp_path / way / "results.json").read_text())["final_val_loss"]
+              for way in ("per_sense", "fused")]
+    assert abs(losses[0] - losses[1]) < 1e-4
