@@ -146,6 +146,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'backpack.fast._sense_sum_bwd_dq': ('speed.html#_sense_sum_bwd_dq', 'backpack/fast.py'),
                                'backpack.fast._sense_sum_fwd': ('speed.html#_sense_sum_fwd', 'backpack/fast.py'),
                                'backpack.fast._triton_jit': ('speed.html#_triton_jit', 'backpack/fast.py'),
+                               'backpack.fast.arithmetic_floor': ('speed.html#arithmetic_floor', 'backpack/fast.py'),
                                'backpack.fast.backpack_forward': ('speed.html#backpack_forward', 'backpack/fast.py'),
                                'backpack.fast.backpack_step': ('speed.html#backpack_step', 'backpack/fast.py'),
                                'backpack.fast.bench_main': ('speed.html#bench_main', 'backpack/fast.py'),

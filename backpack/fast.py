@@ -52,9 +52,9 @@ __all__ = ['SENSE_SUMS', 'BENCH_USAGE', 'PEAK_BF16_FLOPS', 'sense_sum_reference'
            'new_cache', 'weight_network_step', 'new_senses', 'vocab_sense_table', 'edited_senses', 'backpack_step',
            'transformer_step', 'generate_uncached', 'generate_cached', 'senses_by_position', 'backpack_forward',
            'training_variants', 'synchronize', 'saved_activation_bytes', 'timed_step', 'time_training_steps',
-           'peak_step_memory', 'training_flops_per_token', 'mfu', 'generation_rates', 'sample_batches', 'machine_name',
-           'peak_flops_of', 'bench_setup', 'run_benchmark', 'goals', 'bench_main', 'precision_main', 'plot_training',
-           'plot_generation', 'precision_curves']
+           'peak_step_memory', 'training_flops_per_token', 'mfu', 'arithmetic_floor', 'generation_rates',
+           'sample_batches', 'machine_name', 'peak_flops_of', 'bench_setup', 'run_benchmark', 'goals', 'bench_main',
+           'precision_main', 'plot_training', 'plot_generation', 'precision_curves']
 
 # %% ../book/10_speed.ipynb #2df602e5
 def sense_sum_reference(
@@ -890,6 +890,18 @@ def mfu(
     peak_flops: float) -> float:
     """Model FLOPs utilisation: achieved model FLOP/s over the device's peak."""
     return training_flops_per_token(config, seq, backpack) * tokens_per_s / peak_flops
+
+# %% ../book/10_speed.ipynb #arithmetic-floor
+def arithmetic_floor(config: BackpackConfig, seq: int, distinct: float) -> float:
+    """The Backpack's training FLOPs over the same-size Transformer's when the sense
+    network runs on a fraction `distinct` of the positions (the batch's distinct ids):
+    the step-time ratio that no implementation of these two models can beat where the
+    device is bound by arithmetic."""
+    d, k, scale = config.n_embd, config.num_senses, config.sense_intermediate_scale
+    sense_network = 6 * (2 * 4 * d * d + scale * d * d + scale * d * k * d)  # per row
+    backpack = training_flops_per_token(config, seq, True)  # senses at every position
+    backpack -= (1 - distinct) * sense_network
+    return backpack / training_flops_per_token(config, seq, False)
 
 # %% ../book/10_speed.ipynb #3ae918e7
 def generation_rates(config: BackpackConfig, device: torch.device, batch: int,

@@ -4,6 +4,7 @@
 #   MODE=smoke bash scripts/gpu_session.sh   # ~3 min: throughput, compile check, a short training run
 #   MODE=full STEPS=6000 bash scripts/gpu_session.sh   # the models in data/models/
 #   MODE=micro STEPS=4000 bash scripts/gpu_session.sh  # the paper's Micro size: results and curves only
+#   MODE=speed bash scripts/gpu_session.sh   # ~6 min: chapter 10's benchmark (Small, bf16) and its GPU tests
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -22,6 +23,10 @@ if [ "$MODE" = smoke ]; then
   python3 -m backpack.train --model backpack "${SIZE[@]}" "${COMMON[@]}" --max-steps 100 --eval-interval 50 \
       ${COMPILE:-} --out-dir /tmp/runs/smoke
   cp /tmp/runs/smoke/results.json "$OUT/smoke_results.json"
+elif [ "$MODE" = speed ]; then
+  # chapter 10: the Triton sense-sum kernels and the caches against the plain computation, on the GPU
+  python3 -m pytest -q -x tests/test_fast.py tests/test_cuda.py 2>&1 | tail -n 15 || true
+  python3 -m backpack.fast --device cuda --out "$OUT/speed_gpu.json" 2>&1 | tee "$OUT/speed_gpu.txt"
 elif [ "$MODE" = micro ]; then
   # The paper's Micro width and depth (d=384, 6 layers, 6 heads, k=16) on our 16k vocabulary:
   # curves and results only (the weights would be 57 MB + 34 MB, too big for the repository).

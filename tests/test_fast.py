@@ -299,3 +299,16 @@ def test_model_generate_uses_the_cache_by_default(kind):
     assert torch.equal(fast, generate_uncached(model, idx, 10, temperature=0))
     long = model.generate(idx, 60, temperature=0, sliding_window=True)   # past the context
     assert long.shape == (2, 65)
+
+
+def test_arithmetic_floor_counts_the_sense_network_on_distinct_ids_only():
+    from backpack.fast import arithmetic_floor, training_flops_per_token
+    config = BackpackConfig(**SMALL)
+    everywhere = training_flops_per_token(config, 48, True) / training_flops_per_token(config, 48, False)
+    assert arithmetic_floor(config, 48, 1.0) == pytest.approx(everywhere, rel=1e-12)
+    floors = [arithmetic_floor(config, 48, share) for share in (0.0, 0.3, 0.6, 1.0)]
+    assert floors == sorted(floors) and floors[0] > 1.0
+    d, k = config.n_embd, config.num_senses  # the sense network's matrices, 6 FLOPs per weight
+    sense_network = 6 * (8 * d * d + 4 * d * d + 4 * d * k * d)
+    gap = (floors[-1] - floors[0]) * training_flops_per_token(config, 48, False)
+    assert gap == pytest.approx(sense_network, rel=1e-12)
