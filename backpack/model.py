@@ -30,8 +30,8 @@ from backpack.weights import (
 )
 
 # %% auto #0
-__all__ = ['PRESETS', 'IGNORE_INDEX', 'BackpackConfig', 'LMOutput', 'check_targets', 'language_model_loss', 'is_int',
-           'check_sampling_args', 'check_generate_args', 'sample_next_token', 'evaluating', 'generate_tokens',
+__all__ = ['PRESETS', 'SENSE_SUM_WAYS', 'IGNORE_INDEX', 'BackpackConfig', 'LMOutput', 'check_targets', 'language_model_loss',
+           'is_int', 'check_sampling_args', 'check_generate_args', 'sample_next_token', 'evaluating', 'generate_tokens',
            'LanguageModel', 'BackpackBase', 'check_contextualization', 'sum_over_senses', 'BackpackLM', 'TransformerLM']
 
 # %% ../book/05_model.ipynb #4bf00ff3
@@ -46,6 +46,9 @@ PRESETS: dict[str, dict] = {
 }
 
 # %% ../book/05_model.ipynb #c94f6589
+SENSE_SUM_WAYS = ("auto", "per_sense", "fused")  # how forward sums the senses
+
+
 @dataclass
 class BackpackConfig(TransformerConfig):
     """Sizes and switches of a Backpack LM (and of its same-size Transformer)."""
@@ -54,7 +57,7 @@ class BackpackConfig(TransformerConfig):
     sense_intermediate_scale: int = 4  # final MLP: d -> scale*d -> k*d
     sense_dedup: bool = True  # senses once per distinct token of a batch
     divide_by_senses: bool = False  # o = sum / k (the Levanter port), not the sum
-    sense_sum: str = "per_sense"  # or "fused": chapter 10's kernel, same numbers
+    sense_sum: str = "auto"  # "per_sense", "fused" (chapter 10) or "auto": see below
 
     def check(self) -> None:
         """The Transformer's checks, then the Backpack's own fields."""
@@ -65,7 +68,7 @@ class BackpackConfig(TransformerConfig):
         check_divisible(owner, "n_embd", self.n_embd, "num_senses", self.num_senses)
         for name in ("sense_dedup", "divide_by_senses"):
             check_choice(owner, name, getattr(self, name), (True, False))
-        check_choice(owner, "sense_sum", self.sense_sum, ("per_sense", "fused"))
+        check_choice(owner, "sense_sum", self.sense_sum, SENSE_SUM_WAYS)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "BackpackConfig":
@@ -364,8 +367,13 @@ def sum_over_senses(
     n, d). q, k: (b, senses, n, d/k); senses: (b, senses, n, d).
 
     config.sense_sum picks the way: "per_sense" (the fused attention of chapter 3, one
-    attention per sense, then the sum) or "fused" (chapter 10's kernel)."""
-    if config.sense_sum == "fused":  # chapter 10; it imports this module
+    attention per sense, then the sum), "fused" (chapter 10's kernel, which sums inside)
+    or "auto": "fused" on a CPU, where chapter 10 measures it faster and smaller,
+    "per_sense" on other devices until it is measured there."""
+    way = config.sense_sum
+    if way == "auto":
+        way = "fused" if q.device.type == "cpu" else "per_sense"
+    if way == "fused":  # chapter 10; it imports this module
         from backpack.fast import fused_sense_sum
 
         return fused_sense_sum(q, k, senses.to(q.dtype), scale)

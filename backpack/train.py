@@ -34,7 +34,8 @@ from .checkpoint import (CheckpointError, atomic_write, from_public_state_dict,
                                  recover_folders, replaced_folder, save_pretrained,
                                  write_pretrained)
 from .data import DATA_DIR, batch_at, load_tokens, read_token_file
-from .model import BackpackConfig, BackpackLM, LanguageModel, TransformerLM
+from .model import (SENSE_SUM_WAYS, BackpackConfig, BackpackLM, LanguageModel,
+                            TransformerLM)
 from .weights import ConfigError, check_choice, check_int, check_number
 
 # %% auto #0
@@ -909,9 +910,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sense-dedup", action=argparse.BooleanOptionalAction,
                         default=None,
                         help="compute senses once per distinct token (default: on)")
-    parser.add_argument("--sense-sum", default=None, choices=["per_sense", "fused"],
-                        help="how the senses are summed: one attention per sense "
-                        "(default) or chapter 10's fused kernel (same numbers)")
+    parser.add_argument("--sense-sum", default=None, choices=SENSE_SUM_WAYS,
+                        help="how the senses are summed: one attention per sense, "
+                        "chapter 10's fused kernel, or auto (fused on a CPU; default)")
     parser.add_argument("--save-dtype", default="float16",
                         choices=["float16", "bfloat16", "float32"])
 

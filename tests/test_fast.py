@@ -242,6 +242,15 @@ def test_model_with_fused_sense_sum_matches_per_sense(dedup):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_auto_sense_sum_is_the_fused_one_on_a_cpu():
+    x = torch.randint(SMALL["vocab_size"], (2, 30), generator=torch.Generator().manual_seed(9))
+    auto, fused, per_sense = (make(dtype=torch.float32, sense_sum=way)(x).logits
+                              for way in ("auto", "fused", "per_sense"))
+    assert BackpackConfig(**SMALL).sense_sum == "auto"
+    assert torch.equal(auto, fused) and not torch.equal(auto, per_sense)
+    torch.testing.assert_close(auto, per_sense)
+
+
 def test_model_with_fused_sense_sum_under_bf16_autocast():
     x = torch.randint(SMALL["vocab_size"], (2, 30), generator=torch.Generator().manual_seed(8))
     model = make(dtype=torch.float32, sense_sum="fused")
