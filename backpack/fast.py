@@ -773,7 +773,12 @@ def training_variants() -> dict:
                 backpack_forward(m, x, y, sense_sum="reference", dedup=False).loss
             ),
         ),  # explicit alpha, senses everywhere
-        "backpack_chapter5": (BackpackLM, lambda m, x, y: m(x, y).loss),
+        "backpack_chapter5": (
+            BackpackLM,
+            lambda m, x, y: (
+                backpack_forward(m, x, y, sense_sum="per_sense", dedup=True).loss
+            ),
+        ),  # chapter 5's per-sense attention, senses per distinct id
         "backpack_fused": (
             BackpackLM,
             lambda m, x, y: (
