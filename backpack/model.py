@@ -44,11 +44,9 @@ PRESETS: dict[str, dict] = {
     "mini": dict(_PAPER, n_embd=640, n_layer=8, n_head=8),
     "small": dict(_PAPER, n_embd=768, n_layer=12, n_head=12),
 }
-
-# %% ../book/05_model.ipynb #c94f6589
 SENSE_SUM_WAYS = ("auto", "per_sense", "fused")  # how forward sums the senses
 
-
+# %% ../book/05_model.ipynb #c94f6589
 @dataclass
 class BackpackConfig(TransformerConfig):
     """Sizes and switches of a Backpack LM (and of its same-size Transformer)."""

@@ -35,7 +35,7 @@ from .checkpoint import (CheckpointError, atomic_write, from_public_state_dict,
                                  write_pretrained)
 from .data import DATA_DIR, batch_at, load_tokens, read_token_file
 from .model import (SENSE_SUM_WAYS, BackpackConfig, BackpackLM, LanguageModel,
-                            TransformerLM)
+                            TransformerLM, evaluating)
 from .weights import ConfigError, check_choice, check_int, check_number
 
 # %% auto #0
@@ -220,7 +220,6 @@ def next_batch(
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 # %% ../book/07_training.ipynb #df54b211
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     tokens: np.ndarray,
@@ -230,14 +229,12 @@ def evaluate(
 ) -> float:
     """Mean loss over config.eval_batches validation batches drawn with a fixed seed."""
     generator = torch.Generator().manual_seed(1234)
-    was_training = model.training
-    model.eval()
     losses = []
-    for _ in range(config.eval_batches):
-        x, y = next_batch(tokens, config, generator, 0, 1, device)
-        with autocast():
-            losses.append(model(x, y).loss.float().item())
-    model.train(was_training)
+    with evaluating(model):  # chapter 5: eval mode, no gradients, mode restored after
+        for _ in range(config.eval_batches):
+            x, y = next_batch(tokens, config, generator, 0, 1, device)
+            with autocast():
+                losses.append(model(x, y).loss.float().item())
     return float(np.mean(losses))
 
 # %% ../book/07_training.ipynb #283115ce

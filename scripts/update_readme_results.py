@@ -48,7 +48,7 @@ def table() -> str:
 def speed_table(bench: dict, seq: int = 256) -> list[str]:
     """Chapter 10's goal ratios from one run of `python -m backpack.fast`."""
     goals = bench["goals"]
-    names = {"backpack_reference": "reference-style", "backpack_chapter5": "chapter 5's",
+    names = {"backpack_reference": "reference-style", "backpack_chapter5": "per-sense",
              "backpack_fused": "fused"}
     rows = [(f"training step / Transformer's, {label} Backpack, T={seq}",
              goals[f"train_{name}_vs_transformer_T{seq}"], "<= 1.25x") for name, label in names.items()]
