@@ -1187,6 +1187,7 @@ def plot_training(result: dict, ax_time, ax_memory) -> None:
         ax.set(
             xscale="log", xlabel="sequence length T", ylabel=f"{what} / Transformer's"
         )
+        ax.minorticks_off()  # only the measured lengths are labelled
         ax.set_xticks(seqs, [str(s) for s in seqs])
     ax_time.legend(fontsize=8)
 
