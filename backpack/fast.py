@@ -50,11 +50,12 @@ def _triton_jit(fn):
 __all__ = ['SENSE_SUMS', 'BENCH_USAGE', 'PEAK_BF16_FLOPS', 'sense_sum_reference', 'sense_sum_per_sense', 'FusedSenseSum',
            'fused_sense_sum', 'saved_bytes', 'TritonSenseSum', 'triton_sense_sum', 'left_pad', 'GenerationCache',
            'new_cache', 'weight_network_step', 'new_senses', 'vocab_sense_table', 'edited_senses', 'backpack_step',
-           'transformer_step', 'generate_uncached', 'generate_cached', 'senses_by_position', 'backpack_forward',
-           'training_variants', 'synchronize', 'saved_activation_bytes', 'timed_step', 'time_training_steps',
-           'peak_step_memory', 'training_flops_per_token', 'mfu', 'arithmetic_floor', 'generation_rates',
-           'sample_batches', 'machine_name', 'peak_flops_of', 'bench_setup', 'run_benchmark', 'goals', 'bench_main',
-           'precision_main', 'plot_training', 'plot_generation', 'precision_curves']
+           'transformer_step', 'generate_uncached', 'generate_cached', 'senses_by_position', 'forward_with_senses',
+           'backpack_forward', 'accumulate_with_union_senses', 'training_variants', 'synchronize',
+           'saved_activation_bytes', 'timed_step', 'time_training_steps', 'peak_step_memory',
+           'training_flops_per_token', 'mfu', 'arithmetic_floor', 'generation_rates', 'sample_batches', 'machine_name',
+           'peak_flops_of', 'bench_setup', 'run_benchmark', 'goals', 'bench_main', 'precision_main', 'plot_training',
+           'plot_generation', 'precision_curves']
 
 # %% ../book/10_speed.ipynb #2df602e5
 def sense_sum_reference(
@@ -728,14 +729,12 @@ def senses_by_position(
     return rows.view(*idx.shape, model.config.num_senses, model.config.n_embd)
 
 # %% ../book/10_speed.ipynb #564e0778
-def backpack_forward(
-    model: BackpackLM, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-    sense_sum: str = "fused", dedup: bool = True) -> LMOutput:
-    """Logits (b, n, vocab) and loss of a Backpack, with a chosen sense sum (a key of
-    SENSE_SUMS) and senses per unique token (dedup) or per position. Sense edits apply
-    as in chapter 5."""
-    check_token_ids(idx, model.config.vocab_size, model.config.n_positions)
-    senses = senses_by_position(model, idx, dedup).transpose(1, 2)  # (b, k, n, d)
+def forward_with_senses(
+    model: BackpackLM, idx: torch.Tensor, senses: torch.Tensor,
+    targets: torch.Tensor | None = None, sense_sum: str = "fused") -> LMOutput:
+    """Logits (b, n, vocab) and loss of a Backpack given the unedited senses of idx (b,
+    n) as (b, k, n, d): sense edits, the weight network, the sense sum (a key of
+    SENSE_SUMS) and the output layer."""
     for edit in model.sense_edits:
         senses = edit(idx, senses)
     q, k = model.sense_weight_net.queries_keys(model.transformer(idx))  # (b, k, n, d/k)
@@ -749,6 +748,42 @@ def backpack_forward(
     logits = F.linear(output, model.word_embeddings)  # (b, n, vocab)
     loss = language_model_loss(logits, targets) if targets is not None else None
     return LMOutput(logits, loss)
+
+
+def backpack_forward(
+    model: BackpackLM, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+    sense_sum: str = "fused", dedup: bool = True) -> LMOutput:
+    """Logits (b, n, vocab) and loss of a Backpack, with a chosen sense sum (a key of
+    SENSE_SUMS) and senses per unique token (dedup) or per position. Sense edits apply
+    as in chapter 5."""
+    check_token_ids(idx, model.config.vocab_size, model.config.n_positions)
+    senses = senses_by_position(model, idx, dedup).transpose(1, 2)  # (b, k, n, d)
+    return forward_with_senses(model, idx, senses, targets, sense_sum)
+
+# %% ../book/10_speed.ipynb #union-fn
+def accumulate_with_union_senses(
+    model: BackpackLM, micro_batches: list, sense_sum: str = "fused") -> float:
+    """Gradients of one optimizer step over micro_batches [(x, y), ...], each loss
+    divided by their number, with the senses computed once for the union of their ids.
+    Returns the step's mean loss."""
+    if not micro_batches:
+        raise ValueError("give at least one micro-batch (x, y)")
+    ids = torch.cat([x.flatten() for x, _ in micro_batches])
+    unique_ids, inverse = torch.unique(ids, return_inverse=True)  # (u,), (N,)
+    table = model.sense_network(model.transformer.wte(unique_ids[None]))[0]  # (k, u, d)
+    rows = table.transpose(0, 1).reshape(len(unique_ids), -1)  # (u, k*d)
+    leaf = rows.detach().requires_grad_()  # the micro-batches' gradients collect here
+    k, d, total, start = model.config.num_senses, model.config.n_embd, 0.0, 0
+    for x, y in micro_batches:
+        mine = inverse[start : start + x.numel()]
+        start += x.numel()
+        senses = leaf.index_select(0, mine).view(*x.shape, k, d).transpose(1, 2)
+        out = forward_with_senses(model, x, senses, y, sense_sum)  # (b, k, n, d) in
+        loss = out.loss / len(micro_batches)
+        loss.backward()
+        total += loss.item()
+    rows.backward(leaf.grad)  # once through the sense network
+    return total
 
 # %% ../book/10_speed.ipynb #920e3e71
 BENCH_USAGE = """Training steps, memory and generation of a Transformer and Backpacks of

@@ -321,3 +321,30 @@ def test_arithmetic_floor_counts_the_sense_network_on_distinct_ids_only():
     sense_network = 6 * (8 * d * d + 4 * d * d + 4 * d * k * d)
     gap = (floors[-1] - floors[0]) * training_flops_per_token(config, 48, False)
     assert gap == pytest.approx(sense_network, rel=1e-12)
+
+
+@pytest.mark.parametrize("sense_sum", ["fused", "per_sense"])
+def test_union_senses_give_the_plain_accumulated_gradients(sense_sum):
+    """Senses once for the union of the micro-batches: the same gradients, edits included."""
+    from backpack.fast import accumulate_with_union_senses, backpack_forward
+    model = make(dtype=torch.float64).train()
+    model.sense_edits.append(lambda ids, senses: senses * (1 + (ids % 2)[:, None, :, None]))
+    seeded = [torch.Generator().manual_seed(s) for s in range(3)]
+    batches = [tuple(torch.randint(SMALL["vocab_size"], (2, 20), generator=g) for _ in "xy")
+               for g in seeded]
+    expected_loss = 0.0
+    for x, y in batches:
+        loss = backpack_forward(model, x, y, sense_sum=sense_sum).loss / len(batches)
+        loss.backward()
+        expected_loss += loss.item()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    assert accumulate_with_union_senses(model, batches, sense_sum) == pytest.approx(expected_loss)
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, e, rtol=1e-10, atol=1e-12)
+
+
+def test_union_senses_refuse_an_empty_step():
+    from backpack.fast import accumulate_with_union_senses
+    with pytest.raises(ValueError, match="at least one micro-batch"):
+        accumulate_with_union_senses(make(), [])
