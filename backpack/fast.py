@@ -50,12 +50,12 @@ def _triton_jit(fn):
 __all__ = ['SENSE_SUMS', 'BENCH_USAGE', 'PEAK_BF16_FLOPS', 'sense_sum_reference', 'sense_sum_per_sense', 'FusedSenseSum',
            'fused_sense_sum', 'saved_bytes', 'TritonSenseSum', 'triton_sense_sum', 'left_pad', 'GenerationCache',
            'new_cache', 'weight_network_step', 'new_senses', 'vocab_sense_table', 'edited_senses', 'backpack_step',
-           'transformer_step', 'generate_uncached', 'generate_cached', 'senses_by_position', 'forward_with_senses',
-           'backpack_forward', 'accumulate_with_union_senses', 'training_variants', 'synchronize',
-           'saved_activation_bytes', 'timed_step', 'time_training_steps', 'peak_step_memory',
+           'transformer_step', 'generate_uncached', 'generate_cached', 'senses_by_position', 'distinct_sense_rows',
+           'forward_with_senses', 'backpack_forward', 'accumulate_with_union_senses', 'training_variants',
+           'synchronize', 'saved_activation_bytes', 'timed_step', 'time_training_steps', 'peak_step_memory',
            'training_flops_per_token', 'mfu', 'arithmetic_floor', 'generation_rates', 'sample_batches', 'machine_name',
-           'peak_flops_of', 'bench_setup', 'run_benchmark', 'goals', 'bench_main', 'precision_main', 'plot_training',
-           'plot_generation', 'precision_curves']
+           'peak_flops_of', 'bench_setup', 'run_benchmark', 'goals', 'write_result', 'bench_main', 'precision_main',
+           'plot_training', 'plot_generation', 'precision_curves']
 
 # %% ../book/10_speed.ipynb #2df602e5
 def sense_sum_reference(
@@ -466,7 +466,11 @@ class GenerationCache:
     idx: torch.Tensor  # (b, capacity) token ids, left-padded
     pads: torch.Tensor  # (b,) pad tokens at the start of each row
     length: int = 0  # positions filled so far
-    padded: bool = False  # any row left-padded (else no key mask is needed)
+
+    @property
+    def padded(self) -> bool:
+        """Whether any row is left-padded (else no key mask is needed)."""
+        return bool((self.pads > 0).any())
 
     def key_mask(self, end: int) -> torch.Tensor:
         """(b, end): True where a key is a real token, False on the left padding."""
@@ -491,7 +495,7 @@ def new_cache(
         values=[zeros(b, cfg.n_head, capacity, head) for _ in range(cfg.n_layer)],
         sense_keys=zeros(b, k, capacity, hk) if is_backpack else None,
         senses=zeros(b, capacity, k, cfg.n_embd) if is_backpack else None, idx=ids,
-        pads=pads, padded=bool((pads > 0).any()))
+        pads=pads)
 
 # %% ../book/10_speed.ipynb #aaffd739
 def _attention_mask(
@@ -722,11 +726,19 @@ def senses_by_position(
     with index_select (whose backward is an index_add) instead of once per position."""
     if not dedup:
         return new_senses(model, idx)
-    unique_ids, inverse = torch.unique(idx, return_inverse=True)  # (u,), (b, n)
-    table = model.sense_network(model.transformer.wte(unique_ids[None]))[0]  # (k, u, d)
-    table = table.transpose(0, 1).reshape(len(unique_ids), -1)  # (u, k*d)
+    table, inverse = distinct_sense_rows(model, idx)  # (u, k*d), (b, n)
     rows = table.index_select(0, inverse.flatten())  # (b*n, k*d)
     return rows.view(*idx.shape, model.config.num_senses, model.config.n_embd)
+
+
+def distinct_sense_rows(
+    model: BackpackLM, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The senses of the distinct ids of idx, one row each (u, k*d), and where each
+    position's row is: inverse, shaped like idx."""
+    unique_ids, inverse = torch.unique(idx, return_inverse=True)  # (u,), idx's shape
+    table = model.sense_network(model.transformer.wte(unique_ids[None]))[0]  # (k, u, d)
+    return table.transpose(0, 1).reshape(len(unique_ids), -1), inverse
 
 # %% ../book/10_speed.ipynb #564e0778
 def forward_with_senses(
@@ -768,18 +780,16 @@ def accumulate_with_union_senses(
     Returns the step's mean loss."""
     if not micro_batches:
         raise ValueError("give at least one micro-batch (x, y)")
-    ids = torch.cat([x.flatten() for x, _ in micro_batches])
-    unique_ids, inverse = torch.unique(ids, return_inverse=True)  # (u,), (N,)
-    table = model.sense_network(model.transformer.wte(unique_ids[None]))[0]  # (k, u, d)
-    rows = table.transpose(0, 1).reshape(len(unique_ids), -1)  # (u, k*d)
+    ids = torch.cat([x.flatten() for x, _ in micro_batches])  # (N,)
+    rows, inverse = distinct_sense_rows(model, ids)  # (u, k*d), (N,)
     leaf = rows.detach().requires_grad_()  # the micro-batches' gradients collect here
     k, d, total, start = model.config.num_senses, model.config.n_embd, 0.0, 0
     for x, y in micro_batches:
         mine = inverse[start : start + x.numel()]
         start += x.numel()
         senses = leaf.index_select(0, mine).view(*x.shape, k, d).transpose(1, 2)
-        out = forward_with_senses(model, x, senses, y, sense_sum)  # (b, k, n, d) in
-        loss = out.loss / len(micro_batches)
+        loss = forward_with_senses(model, x, senses, y, sense_sum).loss
+        loss = loss / len(micro_batches)
         loss.backward()
         total += loss.item()
     rows.backward(leaf.grad)  # once through the sense network
@@ -1142,6 +1152,12 @@ def goals(result: dict) -> dict:
     return out
 
 # %% ../book/10_speed.ipynb #a516b4ae
+def write_result(path: str, result: dict) -> None:
+    """A benchmark result as JSON, written atomically (no reader sees half a file)."""
+    text = json.dumps(result, indent=1) + "\n"
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
 def bench_main(argv: list[str] | None = None) -> dict:
     """Command line: run, print, and write the JSON."""
     parser = argparse.ArgumentParser(
@@ -1171,8 +1187,7 @@ def bench_main(argv: list[str] | None = None) -> dict:
     for name, value in result["goals"].items():
         print(f"{name:45s} {value:7.2f}")
     if args.out:
-        text = json.dumps(result, indent=1) + "\n"
-        atomic_write(Path(args.out), lambda tmp: tmp.write_text(text))
+        write_result(args.out, result)
         print(f"wrote {args.out}")
     return result
 
@@ -1201,8 +1216,7 @@ def precision_main(args, start: float) -> dict:
             f"last loss {run['loss'][-1]:.3f}"
         )
     if args.out:
-        text = json.dumps(result, indent=1) + "\n"
-        atomic_write(Path(args.out), lambda tmp: tmp.write_text(text))
+        write_result(args.out, result)
     return result
 
 # %% ../book/10_speed.ipynb #01e427e2
