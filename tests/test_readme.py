@@ -84,24 +84,17 @@ TRAIN_COMMANDS = [
 @pytest.mark.parametrize("command", TRAIN_COMMANDS)
 def test_training_command_runs(command, tmp_path):
     out = tmp_path / "run"
-    done = subprocess.run(
-        smoke_form(command, out),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(smoke_form(command, out), cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+
+    done = run()
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "model" / "config.json").is_file() and (
         out / "results.json"
     ).is_file()
-    again = subprocess.run(
-        smoke_form(command, out),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run()  # the same command into the same folder
     assert again.returncode == 1 and "already holds a run" in again.stderr
 
 
