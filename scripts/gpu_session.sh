@@ -4,7 +4,7 @@
 #   MODE=smoke bash scripts/gpu_session.sh   # ~3 min: throughput, compile check, a short training run
 #   MODE=full STEPS=6000 bash scripts/gpu_session.sh   # the models in data/models/
 #   MODE=micro STEPS=4000 bash scripts/gpu_session.sh  # the paper's Micro size: results and curves only
-#   MODE=speed bash scripts/gpu_session.sh   # ~6 min: chapter 10's benchmark (Small, bf16) and its GPU tests
+#   MODE=speed bash scripts/gpu_session.sh   # ~6 min (an estimate, not yet measured): chapter 10's benchmark (Small, bf16) and its GPU tests
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
