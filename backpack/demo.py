@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import html
+import io
 import shlex
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from backpack.analysis import (
     sense_table,
     token_text,
     top_contributions,
+    word_id,
     word_pieces,
 )
 from .data import CACHE_DIR, load_tokenizer
@@ -29,10 +32,9 @@ from backpack.interventions import (
     TopicSteering,
     as_run,
     check_strength,
+    edit_fact,
     fill,
-    fit_sense_weights,
     intervene,
-    pronoun_gap,
     reweight,
     sense_gap_contributions,
     topic_bag,
@@ -41,14 +43,17 @@ from backpack.interventions import (
 )
 from .train import load_trained
 
-HELP = """commands: TEXT (continue it) | :senses WORD | :why | :debias on|off |
-:topic NAME STRENGTH (names: {topics}; strength 0-3) | :seed N | :tokens N |
-:help | :quit"""
-
 # %% auto #0
-__all__ = ['HELP', 'Demo', 'continue_prompt', 'explain', 'run_command', 'parse_args', 'main']
+__all__ = ['HELP', 'Demo', 'debias_edit', 'active_edits', 'continue_prompt', 'explain', 'whole_number', 'set_intervention',
+           'describe', 'run_command', 'parse_args', 'main', 'widget_commands', 'run_lines', 'demo_widget']
 
 # %% ../book/09b_demo.ipynb #d3c961bc
+HELP = """commands: TEXT (continue it) | :senses WORD | :why | :debias on|off |
+:topic NAME STRENGTH | :topic off (names: {topics}; strength 0-3) |
+:edit WORD OLD NEW | :edit off (WORD predicts NEW where it predicted OLD) |
+:seed N | :tokens N | :help | :quit"""
+
+
 class Demo:
     """The demo's state: model, tokenizer, settings, active interventions."""
 
@@ -66,46 +71,63 @@ class Demo:
         self.model.config.sense_dedup = True
         self.tokenizer = load_tokenizer()
         self.seed, self.max_new_tokens = seed, max_new_tokens
-        self.debias: SenseEdit | None = None
-        self.topic: tuple[str, int] | None = None
+        self.debias = False  # the professions' gender sense at weight 0
+        self.topic: tuple[str, int] | None = None  # (topic name, strength 1-3)
+        self.fact: tuple[int, int, int] | None = None  # (word, old, new) token ids
         self.last_prompt: list[int] | None = None
+        self.gender_edit: SenseEdit | None = None  # found on first use, then kept
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
-    def debias_edit(self) -> SenseEdit:
-        """Weight 0 on the gender sense (found on the estimation prompts) of the
-        professions."""
-        self.say("finding the gender sense on the estimation prompts...")
-        runs = [as_run(word_pieces(self.tokenizer, p)) for p in PROFESSIONS]
+# %% ../book/09b_demo.ipynb #5c1e0a77
+def debias_edit(demo: Demo) -> SenseEdit:
+    """Weight 0 on the gender sense of the professions (the sense is found on the
+    estimation prompts the first time, as in chapter 9, then kept)."""
+    if demo.gender_edit is None:
+        demo.say("finding the gender sense on the estimation prompts...")
+        tokenizer = demo.tokenizer
+        runs = [as_run(word_pieces(tokenizer, p)) for p in PROFESSIONS]
         prompts = fill(ESTIMATION_PROMPTS, PROFESSIONS)
-        contrib = sense_gap_contributions(self.model, self.tokenizer, prompts, runs)
+        contrib = sense_gap_contributions(demo.model, tokenizer, prompts, runs)
         sense = int(contrib.abs().mean(0).argmax())
-        self.say(
-            f"gender sense: {sense}; set to weight 0 on the {len(runs)} professions"
-        )
-        return reweight(self.model, runs, senses=sense, weight=0.0)
+        demo.say(f"gender sense: {sense}; weight 0 on the {len(runs)} professions")
+        demo.gender_edit = reweight(demo.model, runs, senses=sense, weight=0.0)
+    return demo.gender_edit
 
-    def topic_edit(self) -> SenseEdit | None:
-        if self.topic is None or self.topic[1] == 0:
-            return None
-        name, strength = self.topic
-        scores = topic_scores(self.model, [topic_bag(self.tokenizer, TOPICS[name])])[0]
-        return TopicSteering(self.model, topic_weights(scores, strength))
+
+def active_edits(demo: Demo) -> list[SenseEdit]:
+    """The interventions that are on, in the order they apply: debiasing, topic
+    steering (a fresh one per continuation: it anneals with the text), the fact."""
+    edits = [debias_edit(demo)] if demo.debias else []
+    if demo.topic is not None:
+        name, strength = demo.topic
+        bag = topic_bag(demo.tokenizer, TOPICS[name])
+        scores = topic_scores(demo.model, [bag])[0]
+        edits.append(TopicSteering(demo.model, topic_weights(scores, strength)))
+    if demo.fact is not None:
+        edits.append(edit_fact(demo.model, *demo.fact))
+    return edits
 
 # %% ../book/09b_demo.ipynb #27d2b5a8
 def continue_prompt(demo: Demo, prompt: str) -> None:
-    """Print a continuation of prompt, and the intervened one beside it when any is
-    on."""
+    """Print a continuation of prompt, and the intervened one beside it when any
+    intervention is on."""
     ids = demo.tokenizer.encode(prompt).ids
     if not ids:
         demo.say("empty prompt: type some text")
         return
-    n_ctx = demo.model.config.n_positions
-    ids = ids[-(n_ctx - demo.max_new_tokens) :]
+    room = demo.model.config.n_positions - demo.max_new_tokens
+    if len(ids) > room:
+        demo.say(
+            f"the prompt has {len(ids)} tokens and only {room} fit before the "
+            f"{demo.max_new_tokens} new ones: continuing its last {room} "
+            f"(fewer :tokens leave more room)"
+        )
+        ids = ids[-room:]
     demo.last_prompt = ids
     idx = torch.tensor([ids])
-    edits = [e for e in (demo.debias, demo.topic_edit()) if e is not None]
+    edits = active_edits(demo)
     runs = [("unmodified", [])] + ([("intervened", edits)] if edits else [])
     for name, active in runs:
         generator = torch.Generator().manual_seed(demo.seed)
@@ -114,7 +136,7 @@ def continue_prompt(demo: Demo, prompt: str) -> None:
         text = demo.tokenizer.decode(out[0, len(ids) :].tolist())
         demo.say(f"[{name}] {prompt}{text}")
 
-
+# %% ../book/09b_demo.ipynb #3f9b6e21
 def explain(demo: Demo) -> None:
     """:why: the five largest contributions to the last prompt's top prediction."""
     if demo.last_prompt is None:
@@ -130,6 +152,49 @@ def explain(demo: Demo) -> None:
         f"(source word, sense):"
     )
     demo.say(top_contributions(terms, tokens).to_string(index=False))
+
+# %% ../book/09b_demo.ipynb #6d0c2f44
+def whole_number(text: str, what: str) -> int:
+    """int(text), or a ValueError that names what was expected."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a whole number; got {text!r}") from None
+
+
+def set_intervention(demo: Demo, name: str, args: list[str]) -> bool:
+    """:debias, :topic, :edit; False when the line is none of them."""
+    if name == ":debias" and args in (["on"], ["off"]):
+        demo.debias = args == ["on"]
+        if demo.debias:
+            debias_edit(demo)  # find the sense now, so that its message comes first
+    elif name == ":topic" and args == ["off"]:
+        demo.topic = None
+    elif name == ":topic" and len(args) == 2:
+        if args[0] not in TOPICS:
+            raise ValueError(f"unknown topic {args[0]!r}; choose one of {list(TOPICS)}")
+        strength = check_strength(whole_number(args[1], "strength"))
+        demo.topic = (args[0], strength) if strength > 0 else None
+    elif name == ":edit" and args == ["off"]:
+        demo.fact = None
+    elif name == ":edit" and len(args) == 3:
+        word, old, new = (word_id(demo.tokenizer, w) for w in args)
+        demo.fact = (word, old, new)
+    else:
+        return False
+    demo.say(f"{name[1:]} {' '.join(args)}: {describe(demo)}")
+    return True
+
+
+def describe(demo: Demo) -> str:
+    """The interventions that are on, in words."""
+    on = ["debiasing"] if demo.debias else []
+    if demo.topic is not None:
+        on.append(f"topic {demo.topic[0]} at strength {demo.topic[1]}")
+    if demo.fact is not None:
+        word, old, new = (token_text(demo.tokenizer, t) for t in demo.fact)
+        on.append(f"{word!r} predicts {new!r} where it predicted {old!r}")
+    return "now on: " + "; ".join(on) if on else "no intervention on"
 
 # %% ../book/09b_demo.ipynb #a8ac341c
 def run_command(demo: Demo, line: str) -> bool:
@@ -152,23 +217,13 @@ def run_command(demo: Demo, line: str) -> bool:
             )
         elif name == ":why":
             explain(demo)
-        elif name == ":debias" and args in (["on"], ["off"]):
-            demo.debias = demo.debias_edit() if args == ["on"] else None
-            demo.say(f"debiasing {args[0]}")
-        elif name == ":topic" and len(args) == 2:
-            if args[0] not in TOPICS:
-                raise ValueError(
-                    f"unknown topic {args[0]!r}; choose one of {list(TOPICS)}"
-                )
-            demo.topic = (args[0], check_strength(int(args[1])))
-            demo.say(f"topic {args[0]} at strength {demo.topic[1]}")
         elif name in (":seed", ":tokens") and len(args) == 1:
-            value = int(args[0])
+            value = whole_number(args[0], name[1:])
             if name == ":tokens" and not 1 <= value <= 200:
                 raise ValueError(f"tokens must be between 1 and 200; got {value}")
             setattr(demo, "seed" if name == ":seed" else "max_new_tokens", value)
             demo.say(f"{name[1:]} = {value}")
-        else:
+        elif not set_intervention(demo, name, args):
             demo.say(
                 f"unknown command or wrong arguments: {line!r}. "
                 + HELP.format(topics=", ".join(TOPICS))
@@ -195,6 +250,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar=("NAME", "STRENGTH"),
         help=f"steer towards a topic ({', '.join(TOPICS)}) at strength 0-3",
     )
+    parser.add_argument(
+        "--edit",
+        nargs=3,
+        metavar=("WORD", "OLD", "NEW"),
+        help="edit a fact: WORD predicts NEW where it predicted OLD",
+    )
     return parser.parse_args(argv)
 
 # %% ../book/09b_demo.ipynb #ea31fe43
@@ -205,9 +266,9 @@ def main(
     stdin."""
     args = parse_args(argv)
     demo = Demo(out, args.seed, args.max_new_tokens)
-    setup = ([":debias on"] if args.debias else []) + (
-        [f":topic {args.topic[0]} {args.topic[1]}"] if args.topic else []
-    )
+    setup = [":debias on"] if args.debias else []
+    setup += [f":topic {shlex.join(args.topic)}"] if args.topic else []
+    setup += [f":edit {shlex.join(args.edit)}"] if args.edit else []
     for line in setup:
         run_command(demo, line)
     if args.prompt is not None:
@@ -235,3 +296,60 @@ def main(
         if interactive:
             readline.write_history_file(history)
     return 0
+
+# %% ../book/09b_demo.ipynb #b7d3e5a2
+def widget_commands(
+    prompt: str, debias: bool, topic: str, strength: int, edit: str, seed: int
+) -> list[str]:
+    """The demo commands for the widget's choices (topic "none" or a name of
+    TOPICS; edit "" or "WORD OLD NEW"), ending with the prompt to continue."""
+    return [
+        f":debias {'on' if debias else 'off'}",
+        ":topic off" if topic == "none" else f":topic {topic} {strength}",
+        f":edit {edit}" if edit.strip() else ":edit off",
+        f":seed {seed}",
+        prompt,
+    ]
+
+
+def run_lines(demo: Demo, lines: list[str]) -> str:
+    """Run the lines as a session would; return the transcript, each line after the
+    demo's prompt."""
+    saved, demo.out = demo.out, io.StringIO()
+    try:
+        for line in lines:
+            demo.say(f"backpack> {line}")
+            run_command(demo, line)
+        return demo.out.getvalue()
+    finally:
+        demo.out = saved
+
+# %% ../book/09b_demo.ipynb #c2f8a6d1
+def demo_widget(demo: Demo):
+    """ipywidgets: prompt, debiasing, topic and strength, fact edit, seed -> the
+    transcript of the demo commands that do the same."""
+    import ipywidgets as widgets
+
+    prompt = widgets.Text(value="The nurse said that", description="prompt")
+    debias = widgets.Checkbox(value=False, description="debias professions")
+    topic = widgets.Dropdown(options=["none", *TOPICS], description="topic")
+    strength = widgets.IntSlider(value=1, min=0, max=3, description="strength")
+    edit = widgets.Text(placeholder="Sherlock Holmes Smith", description="edit fact")
+    seed = widgets.IntText(value=demo.seed, description="seed")
+    go = widgets.Button(description="continue")
+    transcript = widgets.HTML()
+
+    def run(_=None) -> None:
+        go.disabled = True  # generation takes a moment on a CPU
+        try:
+            lines = widget_commands(prompt.value, debias.value, topic.value,
+                                    strength.value, edit.value, seed.value)
+            transcript.value = f"<pre>{html.escape(run_lines(demo, lines))}</pre>"
+        finally:
+            go.disabled = False
+
+    go.on_click(run)
+    run()
+    controls = [prompt, widgets.HBox([debias, topic, strength]),
+                widgets.HBox([edit, seed, go])]
+    return widgets.VBox([*controls, transcript])

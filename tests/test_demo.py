@@ -48,3 +48,59 @@ def test_interactive_session_through_stdin_survives_bad_input():
 def test_unknown_subcommand_prints_usage():
     result = run_demo("play")
     assert result.returncode == 2 and "usage: python -m backpack demo" in result.stderr
+
+
+def test_fact_edit_flag_and_commands():
+    result = run_demo("demo", "--prompt", "said Sherlock", "--max-new-tokens", "3",
+                      "--edit", "Sherlock", "Holmes", "Smith")
+    assert result.returncode == 0, result.stderr
+    assert "'␣Sherlock' predicts '␣Smith' where it predicted '␣Holmes'" in result.stdout
+    assert "[unmodified] said Sherlock Holmes" in result.stdout
+    assert "[intervened] said Sherlock Smith" in result.stdout    # the edit, measured in ch. 9
+    session = "\n".join([":edit Sherlock Holmes Smithereens", ":edit Sherlock Holmes", ":topic sea x",
+                         ":tokens many", ":edit Sherlock Holmes Smith", ":topic sea 1", ":topic off",
+                         ":edit off", "said Sherlock"]) + "\n"
+    out = run_demo("demo", "--max-new-tokens", "3", stdin=session).stdout
+    assert "' Smithereens' is not in the vocabulary as one token" in out
+    assert out.count("unknown command or wrong arguments") == 1    # ':edit' with two words
+    assert "strength must be a whole number; got 'x'" in out
+    assert "tokens must be a whole number; got 'many'" in out
+    assert "now on: topic sea at strength 1; '␣Sherlock' predicts '␣Smith'" in out
+    after = out.split("edit off: no intervention on\n")[1]    # everything off again:
+    assert after.startswith("[unmodified] said Sherlock Holmes") and "[intervened]" not in after
+
+
+def test_a_prompt_longer_than_the_context_is_shortened_with_a_message():
+    session = ":tokens 200\n" + "word " * 80 + "\n"
+    out = run_demo("demo", stdin=session).stdout
+    assert "the prompt has 80 tokens and only 56 fit before the 200 new ones" in out
+    assert "[unmodified] word" in out
+
+
+def test_widget_runs_the_commands_of_its_choices():
+    import html
+    import io
+
+    from backpack.demo import Demo, demo_widget, run_lines, widget_commands
+
+    assert widget_commands("Hi", True, "sea", 2, "Sherlock Holmes Smith", 3) == [
+        ":debias on", ":topic sea 2", ":edit Sherlock Holmes Smith", ":seed 3", "Hi"]
+    assert widget_commands("Hi", False, "none", 2, " ", 0)[:3] == [
+        ":debias off", ":topic off", ":edit off"]
+    demo = Demo(out=io.StringIO(), max_new_tokens=3)
+    box = demo_widget(demo)
+    prompt, (debias, topic, strength), (edit, seed, button), transcript = (
+        box.children[0], box.children[1].children, box.children[2].children, box.children[3])
+    assert "backpack> The nurse said that" in html.unescape(transcript.value)  # drawn at once
+    prompt.value, topic.value, strength.value, edit.value = "said Sherlock", "sea", 1, \
+        "Sherlock Holmes Smith"
+    button.click()
+    shown = html.unescape(transcript.value)
+    lines = widget_commands("said Sherlock", False, "sea", 1, "Sherlock Holmes Smith", 0)
+    assert [line.split("backpack> ")[1] for line in shown.splitlines()
+            if "backpack> " in line] == lines
+    assert "[intervened] said Sherlock" in shown and not button.disabled
+    # the same lines give the same continuations outside the widget
+    again = run_lines(demo, lines)
+    assert [x for x in again.splitlines() if x.startswith("[")] == \
+        [x for x in shown.splitlines() if x.startswith("[")]
