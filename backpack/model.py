@@ -32,7 +32,8 @@ from backpack.weights import (
 # %% auto #0
 __all__ = ['PRESETS', 'SENSE_SUM_WAYS', 'IGNORE_INDEX', 'BackpackConfig', 'LMOutput', 'check_targets', 'language_model_loss',
            'is_int', 'check_sampling_args', 'check_generate_args', 'sample_next_token', 'evaluating', 'generate_tokens',
-           'LanguageModel', 'BackpackBase', 'check_contextualization', 'sum_over_senses', 'BackpackLM', 'TransformerLM']
+           'LanguageModel', 'uses_sense_dedup', 'BackpackBase', 'check_contextualization', 'sum_over_senses',
+           'BackpackLM', 'TransformerLM']
 
 # %% ../book/05_model.ipynb #4bf00ff3
 # the paper's vocabulary (GPT-2's 50,257 tokens, padded to 50,264) and context
@@ -53,7 +54,7 @@ class BackpackConfig(TransformerConfig):
 
     num_senses: int = 16  # k
     sense_intermediate_scale: int = 4  # final MLP: d -> scale*d -> k*d
-    sense_dedup: bool = True  # senses once per distinct token of a batch
+    sense_dedup: bool | str = "auto"  # senses once per distinct token: see below
     divide_by_senses: bool = False  # o = sum / k (the Levanter port), not the sum
     sense_sum: str = "auto"  # "per_sense", "fused" (chapter 10) or "auto": see below
 
@@ -64,8 +65,8 @@ class BackpackConfig(TransformerConfig):
         check_int(owner, "num_senses", self.num_senses)
         check_int(owner, "sense_intermediate_scale", self.sense_intermediate_scale)
         check_divisible(owner, "n_embd", self.n_embd, "num_senses", self.num_senses)
-        for name in ("sense_dedup", "divide_by_senses"):
-            check_choice(owner, name, getattr(self, name), (True, False))
+        check_choice(owner, "sense_dedup", self.sense_dedup, (True, False, "auto"))
+        check_choice(owner, "divide_by_senses", self.divide_by_senses, (True, False))
         check_choice(owner, "sense_sum", self.sense_sum, SENSE_SUM_WAYS)
 
     @classmethod
@@ -304,6 +305,14 @@ class LanguageModel(nn.Module):
             )
         return model
 
+# %% ../book/05_model.ipynb #5e2d8c1a
+def uses_sense_dedup(config: BackpackConfig, device: torch.device) -> bool:
+    """Whether senses are computed once per distinct id on device: config.sense_dedup,
+    where "auto" means on a CPU only (chapter 7 measures a GPU faster without)."""
+    if config.sense_dedup == "auto":
+        return torch.device(device).type == "cpu"
+    return config.sense_dedup
+
 # %% ../book/05_model.ipynb #b4514a78
 class BackpackBase(LanguageModel):
     """The parts of a Backpack LM and the two things it sums: senses and weights."""
@@ -327,7 +336,7 @@ class BackpackBase(LanguageModel):
 
     def sense_vectors(self, idx: torch.Tensor) -> torch.Tensor:
         """The senses C(x_j) of the tokens idx (b, n), after any edits: (b, k, n, d)."""
-        if self.config.sense_dedup:
+        if uses_sense_dedup(self.config, idx.device):
             senses = self.senses_per_unique_token(idx)  # (b, k, n, d)
         else:
             senses = self.sense_network(self.transformer.wte(idx))  # (b, k, n, d)

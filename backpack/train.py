@@ -906,7 +906,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dropout", type=float, default=None)
     parser.add_argument("--sense-dedup", action=argparse.BooleanOptionalAction,
                         default=None,
-                        help="compute senses once per distinct token (default: on)")
+                        help="compute senses once per distinct token (default: "
+                        "auto, on a CPU only)")
     parser.add_argument("--sense-sum", default=None, choices=SENSE_SUM_WAYS,
                         help="how the senses are summed: one attention per sense, "
                         "chapter 10's fused kernel, or auto (fused on a CPU; default)")

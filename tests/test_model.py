@@ -45,6 +45,28 @@ def test_sense_dedup_matches_direct_values_and_gradients():
         torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
 
 
+def test_sense_dedup_auto_is_on_for_a_cpu_only():
+    from backpack.model import uses_sense_dedup
+    auto = BackpackConfig(**SMALL)
+    assert auto.sense_dedup == "auto"
+    assert uses_sense_dedup(auto, torch.device("cpu"))
+    assert not uses_sense_dedup(auto, torch.device("cuda")) and not uses_sense_dedup(auto, "meta")
+    for forced in (True, False):
+        config = BackpackConfig(**SMALL, sense_dedup=forced)
+        assert uses_sense_dedup(config, "cpu") is forced is uses_sense_dedup(config, "cuda")
+    # on this CPU, "auto" takes the per-distinct-token path: the same numbers as True
+    x = torch.randint(SMALL["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(4))
+    losses = []
+    for dedup in ("auto", True):
+        model = backpack(sense_dedup=dedup)
+        calls = []
+        model.senses_per_unique_token = lambda idx, f=model.senses_per_unique_token: (
+            calls.append(idx.shape) or f(idx))
+        losses.append(model(x, x).loss)
+        assert calls == [x.shape]
+    assert torch.equal(*losses)
+
+
 def test_fused_sum_matches_explicit_alpha_values_and_gradients():
     model = backpack()
     x = torch.randint(SMALL["vocab_size"], (2, 31), generator=torch.Generator().manual_seed(3))
