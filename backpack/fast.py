@@ -1075,7 +1075,7 @@ def bench_setup(device: torch.device, quick: bool) -> dict:
             new_tokens=256,
             bf16=True,
         )
-    return dict(  # 4096 tokens: the micro-batch chapter 7 trains with (16 x 256)
+    return dict(  # 4096 tokens: chapter 7's default micro-batch (16 x 256)
         config=dict(vocab_size=16384, n_embd=256, n_layer=4, n_head=4, num_senses=16),
         seqs=[256, 512, 1024, 2048], batch_tokens=4096, repeats=5, new_tokens=256,
         bf16=False, generation_threads=1)
@@ -1194,7 +1194,7 @@ def bench_main(argv: list[str] | None = None) -> dict:
 # %% ../book/10_speed.ipynb #149a5daf
 def precision_main(args, start: float) -> dict:
     """The --curves run: fp32 vs bf16 training of both models at the CPU size, 16 x 256
-    tokens (chapter 7's micro-batch)."""
+    tokens (chapter 7's default micro-batch)."""
     device = torch.device(args.device)
     config = BackpackConfig(
         **bench_setup(device, args.quick)["config"], n_positions=256
