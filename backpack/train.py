@@ -40,17 +40,18 @@ from .weights import ConfigError, check_choice, check_int, check_number
 
 # %% auto #0
 __all__ = ['DECAYS', 'DTYPES', 'POSITIVE_INTS', 'SWITCHES', 'RUN_FILES', 'EXACT_FIELDS', 'EVAL_SLICE_TOKENS', 'MODEL_SIZES',
-           'FLAG_TYPES', 'TrainConfig', 'grad_accum_steps', 'check_train_config', 'check_device', 'configure_optimizer',
-           'learning_rate_at', 'distributed_context', 'next_batch', 'evaluate', 'evaluate_tokens', 'check_finite',
-           'save_checkpoint', 'list_checkpoints', 'latest_checkpoint', 'read_trainer_state', 'load_checkpoint',
-           'RunLocked', 'lock_folder', 'run_lock', 'prepare_out_dir', 'token_fingerprint', 'check_resume',
-           'cut_metrics', 'TrainingDiverged', 'divergence_message', 'optimizer_step', 'TrainResult', 'perplexity',
-           'format_metrics', 'resolve_device', 'autocast_for', 'check_run', 'check_resumable', 'start_run', 'train',
-           'Run', 'setup_process', 'start_process', 'wrap_model', 'run_steps', 'training_step', 'mean_over_processes',
-           'set_learning_rate', 'after_step', 'every', 'record', 'Clock', 'progress_bar', 'plot_curves', 'read_metrics',
-           'build_model', 'model_from_args', 'add_model_arguments', 'add_train_config_arguments', 'parse_args',
-           'config_from_args', 'tokens_from_args', 'device_name', 'run_summary', 'write_results', 'write_curves',
-           'main', 'cli', 'trained_model_dir', 'load_trained', 'read_results', 'results_table']
+           'FLAG_TYPES', 'RESULTS_DIR', 'TrainConfig', 'grad_accum_steps', 'check_train_config', 'check_device',
+           'configure_optimizer', 'learning_rate_at', 'distributed_context', 'next_batch', 'evaluate',
+           'evaluate_tokens', 'check_finite', 'save_checkpoint', 'list_checkpoints', 'latest_checkpoint',
+           'read_trainer_state', 'load_checkpoint', 'RunLocked', 'lock_folder', 'run_lock', 'prepare_out_dir',
+           'token_fingerprint', 'check_resume', 'cut_metrics', 'TrainingDiverged', 'divergence_message',
+           'optimizer_step', 'TrainResult', 'perplexity', 'format_metrics', 'resolve_device', 'autocast_for',
+           'check_run', 'check_resumable', 'start_run', 'train', 'Run', 'setup_process', 'start_process', 'wrap_model',
+           'run_steps', 'training_step', 'mean_over_processes', 'set_learning_rate', 'after_step', 'every', 'record',
+           'Clock', 'progress_bar', 'plot_curves', 'read_metrics', 'build_model', 'model_from_args',
+           'add_model_arguments', 'add_train_config_arguments', 'parse_args', 'config_from_args', 'tokens_from_args',
+           'device_name', 'run_summary', 'write_results', 'write_curves', 'main', 'cli', 'trained_model_dir',
+           'load_trained', 'read_results', 'results_table', 'save_chapter_results', 'chapter_results']
 
 # %% ../book/07_training.ipynb #3c8f8efe
 @dataclass
@@ -1057,6 +1058,28 @@ def results_table(names: list[str]) -> list[dict]:
     """The rows of the results table: one per trained model, from its results.json."""
     return [{"model": name, **read_results(trained_model_dir(name) / "results.json")}
             for name in names]
+
+# %% ../book/07_training.ipynb #d1b2f3a4
+RESULTS_DIR: Path = DATA_DIR / "results"  # the headline numbers of later chapters
+
+
+def save_chapter_results(chapter: str, values: dict) -> Path:
+    """Write a chapter's headline numbers (JSON-able) to data/results/<chapter>.json,
+    atomically; `chapter_results` reads them back."""
+    path = RESULTS_DIR / f"{chapter}.json"
+    text = json.dumps(values, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    return path
+
+
+def chapter_results(chapter: str) -> dict:
+    """The numbers book/<chapter>.ipynb saved; a clear error if it has not saved any."""
+    path = RESULTS_DIR / f"{chapter}.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: run book/{chapter}.ipynb, which writes it"
+        )
+    return json.loads(path.read_text())
 
 # %% ../book/07_training.ipynb #505993a5
 # python -m backpack.train runs cli(); importing the module (or this notebook) does not

@@ -337,3 +337,20 @@ def test_cli_sense_sum_fused_trains_like_per_sense(tmp_path):
     losses = [json.loads((tmp_path / way / "results.json").read_text())["final_val_loss"]
               for way in ("per_sense", "fused")]
     assert abs(losses[0] - losses[1]) < 1e-4
+
+
+def test_chapter_results_round_trip_atomically_and_refuse_nan(tmp_path, monkeypatch):
+    import math
+
+    import backpack.train as train_module
+    monkeypatch.setattr(train_module, "RESULTS_DIR", tmp_path / "results")
+    with pytest.raises(FileNotFoundError, match=r"run book/08_analysis.ipynb, which writes it"):
+        train_module.chapter_results("08_analysis")
+    values = {"bias": {"Backpack": {"ours": 10.4, "paper": 4.34}}, "rate": {"0": 0.029}}
+    path = train_module.save_chapter_results("09_interventions", values)
+    assert path == tmp_path / "results" / "09_interventions.json"
+    assert train_module.chapter_results("09_interventions") == values
+    with pytest.raises(ValueError):                       # NaN is not JSON: refused, file kept
+        train_module.save_chapter_results("09_interventions", {"bias": math.nan})
+    assert train_module.chapter_results("09_interventions") == values
+    assert [p.name for p in path.parent.iterdir()] == ["09_interventions.json"]  # no temp file
