@@ -76,6 +76,7 @@ class Demo:
         self.fact: tuple[int, int, int] | None = None  # (word, old, new) token ids
         self.last_prompt: list[int] | None = None
         self.gender_edit: SenseEdit | None = None  # found on first use, then kept
+        self.scores_by_topic: dict[str, torch.Tensor] = {}  # (vocab, k), as above
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -102,9 +103,11 @@ def active_edits(demo: Demo) -> list[SenseEdit]:
     edits = [debias_edit(demo)] if demo.debias else []
     if demo.topic is not None:
         name, strength = demo.topic
-        bag = topic_bag(demo.tokenizer, TOPICS[name])
-        scores = topic_scores(demo.model, [bag])[0]
-        edits.append(TopicSteering(demo.model, topic_weights(scores, strength)))
+        if name not in demo.scores_by_topic:  # every sense of the vocabulary, scored
+            bag = topic_bag(demo.tokenizer, TOPICS[name])
+            demo.scores_by_topic[name] = topic_scores(demo.model, [bag])[0]
+        weights = topic_weights(demo.scores_by_topic[name], strength)
+        edits.append(TopicSteering(demo.model, weights))
     if demo.fact is not None:
         edits.append(edit_fact(demo.model, *demo.fact))
     return edits

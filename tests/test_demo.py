@@ -100,6 +100,9 @@ def test_widget_runs_the_commands_of_its_choices():
     assert [line.split("backpack> ")[1] for line in shown.splitlines()
             if "backpack> " in line] == lines
     assert "[intervened] said Sherlock" in shown and not button.disabled
+    scores = demo.scores_by_topic["sea"]                 # scored once, kept for the next click
+    button.click()
+    assert demo.scores_by_topic["sea"] is scores and html.unescape(transcript.value) == shown
     # the same lines give the same continuations outside the widget
     again = run_lines(demo, lines)
     assert [x for x in again.splitlines() if x.startswith("[")] == \
