@@ -102,7 +102,9 @@ def test_widget_runs_the_commands_of_its_choices():
     assert "[intervened] said Sherlock" in shown and not button.disabled
     scores = demo.scores_by_topic["sea"]                 # scored once, kept for the next click
     button.click()
-    assert demo.scores_by_topic["sea"] is scores and html.unescape(transcript.value) == shown
+    assert demo.scores_by_topic["sea"] is scores
+    assert [x for x in html.unescape(transcript.value).splitlines() if x.startswith("[")] == \
+        [x for x in shown.splitlines() if x.startswith("[")]    # and the same continuations
     # the same lines give the same continuations outside the widget
     again = run_lines(demo, lines)
     assert [x for x in again.splitlines() if x.startswith("[")] == \
