@@ -185,6 +185,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'backpack.fast.saved_bytes': ('speed.html#saved_bytes', 'backpack/fast.py'),
                                'backpack.fast.sense_sum_per_sense': ('speed.html#sense_sum_per_sense', 'backpack/fast.py'),
                                'backpack.fast.sense_sum_reference': ('speed.html#sense_sum_reference', 'backpack/fast.py'),
+                               'backpack.fast.sense_sum_value_chunks': ('speed.html#sense_sum_value_chunks', 'backpack/fast.py'),
                                'backpack.fast.senses_by_position': ('speed.html#senses_by_position', 'backpack/fast.py'),
                                'backpack.fast.synchronize': ('speed.html#synchronize', 'backpack/fast.py'),
                                'backpack.fast.time_training_steps': ('speed.html#time_training_steps', 'backpack/fast.py'),

@@ -48,14 +48,14 @@ def _triton_jit(fn):
 
 # %% auto #0
 __all__ = ['SENSE_SUMS', 'BENCH_USAGE', 'PEAK_BF16_FLOPS', 'sense_sum_reference', 'sense_sum_per_sense', 'FusedSenseSum',
-           'fused_sense_sum', 'saved_bytes', 'TritonSenseSum', 'triton_sense_sum', 'left_pad', 'GenerationCache',
-           'new_cache', 'weight_network_step', 'new_senses', 'vocab_sense_table', 'edited_senses', 'backpack_step',
-           'transformer_step', 'generate_uncached', 'generate_cached', 'senses_by_position', 'distinct_sense_rows',
-           'forward_with_senses', 'backpack_forward', 'accumulate_with_union_senses', 'training_variants',
-           'synchronize', 'saved_activation_bytes', 'timed_step', 'time_training_steps', 'peak_step_memory',
-           'training_flops_per_token', 'mfu', 'arithmetic_floor', 'generation_rates', 'sample_batches', 'machine_name',
-           'peak_flops_of', 'bench_setup', 'run_benchmark', 'goals', 'write_result', 'bench_main', 'precision_main',
-           'plot_training', 'plot_generation', 'precision_curves']
+           'fused_sense_sum', 'saved_bytes', 'TritonSenseSum', 'triton_sense_sum', 'sense_sum_value_chunks', 'left_pad',
+           'GenerationCache', 'new_cache', 'weight_network_step', 'new_senses', 'vocab_sense_table', 'edited_senses',
+           'backpack_step', 'transformer_step', 'generate_uncached', 'generate_cached', 'senses_by_position',
+           'distinct_sense_rows', 'forward_with_senses', 'backpack_forward', 'accumulate_with_union_senses',
+           'training_variants', 'synchronize', 'saved_activation_bytes', 'timed_step', 'time_training_steps',
+           'peak_step_memory', 'training_flops_per_token', 'mfu', 'arithmetic_floor', 'generation_rates',
+           'sample_batches', 'machine_name', 'peak_flops_of', 'bench_setup', 'run_benchmark', 'goals', 'write_result',
+           'bench_main', 'precision_main', 'plot_training', 'plot_generation', 'precision_curves']
 
 # %% ../book/10_speed.ipynb #2df602e5
 def sense_sum_reference(
@@ -442,6 +442,27 @@ def triton_sense_sum(
     senses (b, senses, n, d). Runs on CUDA, or on the CPU under TRITON_INTERPRET=1."""
     return TritonSenseSum.apply(q, k, senses, scale)
 
+# %% ../book/10_speed.ipynb #5b8d2fa4
+def sense_sum_value_chunks(
+    q: torch.Tensor, k: torch.Tensor, senses: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """The sense sum with values cut to the head size, so that flash kernels apply:
+    one head per (sense, chunk of d/k columns), summed over senses: (b, n, d).
+
+    q, k: (b, senses, n, d/k); senses: (b, senses, n, d), d a multiple of d/k."""
+    b, h, n, dh = q.shape
+    d = senses.shape[-1]
+    if d % dh:
+        raise ValueError(f"the senses' width {d} is not a multiple of the head {dh}")
+    c = d // dh  # chunks per sense
+    v = senses.unflatten(-1, (c, dh)).transpose(2, 3)  # (b, h, c, n, dh)
+    heads = lambda t: t[:, :, None].expand(b, h, c, n, dh)  # noqa: E731
+    out = attention(
+        heads(q).reshape(b, h * c, n, dh), heads(k).reshape(b, h * c, n, dh),
+        v.reshape(b, h * c, n, dh), causal=True, scale=scale,
+    )  # (b, h * c, n, dh)
+    return out.view(b, h, c, n, dh).sum(1).transpose(1, 2).reshape(b, n, d)
+
 # %% ../book/10_speed.ipynb #1aa829dc
 def left_pad(
     prompts: list[list[int]], pad_id: int = 0
@@ -714,6 +735,7 @@ SENSE_SUMS = {
     "reference": sense_sum_reference,
     "per_sense": sense_sum_per_sense,
     "fused": fused_sense_sum,
+    "value_chunks": sense_sum_value_chunks,
 }
 
 
@@ -807,10 +829,10 @@ Prints a table and the goal ratios and writes JSON (--out). Timings depend on th
 machine and are never asserted."""
 
 # %% ../book/10_speed.ipynb #53828b48
-def training_variants() -> dict:
+def training_variants(device_type: str = "cpu") -> dict:
     """name -> (model class, loss function (model, x, y) -> loss). The Transformer comes
-    first: every ratio is to it."""
-    return {
+    first: every ratio is to it. On a GPU also the value-chunk sum (flash kernels)."""
+    variants = {
         "transformer": (TransformerLM, lambda m, x, y: m(x, y).loss),
         "backpack_reference": (
             BackpackLM,
@@ -837,6 +859,10 @@ def training_variants() -> dict:
             ),
         ),
     }
+    if device_type == "cuda":  # on a CPU measured slower than chapter 5's path above
+        variants["backpack_value_chunks"] = (BackpackLM, lambda m, x, y: (
+            backpack_forward(m, x, y, sense_sum="value_chunks", dedup=True).loss))
+    return variants
 
 # %% ../book/10_speed.ipynb #b2ff6d28
 def synchronize(device: torch.device) -> None:
@@ -874,7 +900,7 @@ def time_training_steps(
     repeat runs one step of each model in turn, so that load changes on the machine hit
     all of them alike."""
     models, rows = {}, []
-    for name, (cls, loss_fn) in training_variants().items():
+    for name, (cls, loss_fn) in training_variants(device.type).items():
         torch.manual_seed(0)
         model = cls(config).to(device).train()
         models[name] = (

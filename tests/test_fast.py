@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from backpack.fast import (fused_sense_sum, generate_cached, generate_uncached, left_pad,
-                           sense_sum_per_sense,
-                           sense_sum_reference, vocab_sense_table)
+                           sense_sum_per_sense, sense_sum_reference, sense_sum_value_chunks,
+                           training_variants, vocab_sense_table)
 from backpack.model import BackpackConfig, BackpackLM, TransformerLM
 
 SMALL = dict(vocab_size=97, n_positions=48, n_embd=48, n_layer=2, n_head=3, num_senses=4)
@@ -43,6 +43,28 @@ def test_per_sense_sum_matches_explicit_alpha():
     scale = 0.3
     torch.testing.assert_close(sense_sum_per_sense(q, k, c, scale),
                                sense_sum_reference(q, k, c, scale), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n, d, h", [(37, 32, 4), (1, 48, 4), (9, 12, 3)])
+def test_value_chunk_sum_matches_explicit_alpha_values_and_gradients(n, d, h):
+    q, k, c = random_inputs(h=h, n=n, d=d)
+    g = torch.randn(q.shape[0], n, d, dtype=torch.float64)
+    ref = sense_sum_reference(q, k, c, 0.3)
+    out = sense_sum_value_chunks(q, k, c, 0.3)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(out, (q, k, c), g), torch.autograd.grad(ref, (q, k, c), g)):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+def test_value_chunk_sum_refuses_a_width_that_is_not_a_multiple_of_the_head():
+    q, k, _ = random_inputs(h=4, n=5, d=32)                    # head size 8
+    with pytest.raises(ValueError, match="width 30 is not a multiple of the head 8"):
+        sense_sum_value_chunks(q, k, torch.zeros(2, 4, 5, 30, dtype=torch.float64), 0.3)
+
+
+def test_value_chunk_variant_is_benchmarked_on_a_gpu_only():
+    assert "backpack_value_chunks" not in training_variants("cpu")
+    assert "backpack_value_chunks" in training_variants("cuda")
 
 
 def test_fused_sense_sum_autograd_gradcheck():
