@@ -41,6 +41,9 @@ def clean(path: Path) -> None:
     """Strip volatile metadata but keep tags; number the execution counts 1..N."""
     nb = read_nb(path)
     clean_nb(nb, allowed_cell_metadata_keys=["tags"], allowed_metadata_keys=["language_info"])
+    # saved widget state needs the widgets' JavaScript from a CDN, which the offline book does
+    # not load; it only churns on every run (new model ids), so it is not kept
+    nb.metadata.pop("widgets", None)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = dict(LANGUAGE_INFO)
     count = 0
