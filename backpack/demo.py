@@ -51,7 +51,7 @@ __all__ = ['HELP', 'Demo', 'debias_edit', 'active_edits', 'continue_prompt', 'ex
 HELP = """commands: TEXT (continue it) | :senses WORD | :why | :debias on|off |
 :topic NAME STRENGTH | :topic off (names: {topics}; strength 0-3) |
 :edit WORD OLD NEW | :edit off (WORD predicts NEW where it predicted OLD) |
-:seed N | :tokens N | :help | :quit"""
+:seed N | :tokens N | :help | :quit""".format(topics=", ".join(TOPICS))
 
 
 class Demo:
@@ -213,7 +213,7 @@ def run_command(demo: Demo, line: str) -> bool:
         if name in (":quit", ":q", ":exit"):
             return False
         elif name == ":help":
-            demo.say(HELP.format(topics=", ".join(TOPICS)))
+            demo.say(HELP)
         elif name == ":senses" and len(args) == 1:
             demo.say(
                 sense_table(demo.model, demo.tokenizer, args[0], top=6).to_string()
@@ -227,10 +227,7 @@ def run_command(demo: Demo, line: str) -> bool:
             setattr(demo, "seed" if name == ":seed" else "max_new_tokens", value)
             demo.say(f"{name[1:]} = {value}")
         elif not set_intervention(demo, name, args):
-            demo.say(
-                f"unknown command or wrong arguments: {line!r}. "
-                + HELP.format(topics=", ".join(TOPICS))
-            )
+            demo.say(f"unknown command or wrong arguments: {line!r}. {HELP}")
     except (ValueError, IndexError, KeyError) as error:
         demo.say(f"error: {error}")
     return True
@@ -285,7 +282,7 @@ def main(
         history.parent.mkdir(parents=True, exist_ok=True)
         if history.exists():
             readline.read_history_file(history)
-        demo.say(HELP.format(topics=", ".join(TOPICS)))
+        demo.say(HELP)
     try:
         while True:
             line = input("backpack> ") if interactive else stdin.readline()
