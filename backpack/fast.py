@@ -51,11 +51,12 @@ __all__ = ['SENSE_SUMS', 'BENCH_USAGE', 'PEAK_BF16_FLOPS', 'sense_sum_reference'
            'fused_sense_sum', 'saved_bytes', 'TritonSenseSum', 'triton_sense_sum', 'sense_sum_value_chunks', 'left_pad',
            'GenerationCache', 'new_cache', 'weight_network_step', 'new_senses', 'vocab_sense_table', 'edited_senses',
            'backpack_step', 'transformer_step', 'generate_uncached', 'generate_cached', 'senses_by_position',
-           'distinct_sense_rows', 'forward_with_senses', 'backpack_forward', 'accumulate_with_union_senses',
-           'training_variants', 'synchronize', 'saved_activation_bytes', 'timed_step', 'time_training_steps',
-           'peak_step_memory', 'training_flops_per_token', 'mfu', 'arithmetic_floor', 'generation_rates',
-           'sample_batches', 'machine_name', 'peak_flops_of', 'bench_setup', 'run_benchmark', 'goals', 'write_result',
-           'bench_main', 'precision_main', 'plot_training', 'plot_generation', 'precision_curves']
+           'distinct_sense_rows', 'forward_with_senses', 'backpack_forward', 'timed', 'host_device_waits',
+           'device_sense_profile', 'accumulate_with_union_senses', 'training_variants', 'synchronize',
+           'saved_activation_bytes', 'timed_step', 'first_steps', 'time_training_steps', 'peak_step_memory',
+           'training_flops_per_token', 'mfu', 'arithmetic_floor', 'generation_rates', 'sample_batches', 'machine_name',
+           'peak_flops_of', 'bench_setup', 'training_rows', 'run_benchmark', 'goals', 'write_result', 'bench_main',
+           'precision_main', 'plot_training', 'plot_generation', 'precision_curves']
 
 # %% ../book/10_speed.ipynb #2df602e5
 def sense_sum_reference(
@@ -220,7 +221,7 @@ def _sense_sum_fwd(
     Q, K, C, O, LSE, n, scale, stride_qb, stride_qh, stride_qn, stride_cb, stride_ch,
     stride_cn, stride_ob, stride_on, H: tl.constexpr, DH: tl.constexpr,
     D: tl.constexpr, BLOCK_DH: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr):
     """One program: BLOCK_M queries x BLOCK_D output columns of one sequence, all
     senses."""
     pid_m, b, pid_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -241,7 +242,7 @@ def _sense_sum_fwd(
             kt = tl.load(
                 K + qk_base + keys[None, :] * stride_qn + head[:, None],
                 mask=(keys[None, :] < n) & (head[:, None] < DH), other=0.0)
-            s = tl.dot(q, kt).to(tl.float32) * scale  # (BLOCK_M, BLOCK_N)
+            s = tl.dot(q, kt, input_precision=DOT) * scale  # (BLOCK_M, BLOCK_N)
             visible = (rows[:, None] >= keys[None, :]) & (keys[None, :] < n)
             s = tl.where(visible, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -251,7 +252,7 @@ def _sense_sum_fwd(
             c_ptr = C + b * stride_cb + sense * stride_ch + keys[:, None] * stride_cn
             c = tl.load(c_ptr + cols[None, :],
                         mask=(keys[:, None] < n) & (cols[None, :] < D), other=0.0)
-            acc = acc * rescale[:, None] + tl.dot(p.to(c.dtype), c).to(tl.float32)
+            acc = acc * rescale[:, None] + tl.dot(p.to(c.dtype), c, input_precision=DOT)
             m_i = m_new
         total += acc / l_i[:, None]  # this sense's share
         if pid_d == 0:
@@ -264,7 +265,7 @@ def _sense_sum_fwd(
 @_triton_jit
 def _grad_alpha(
     dO, C, o_base, c_base, rows, keys, n, D: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr):
     """p[i, j] = g_i . C_l(x_j) for a (BLOCK_M, BLOCK_N) tile, summed over chunks of d.
     """
     grad = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -276,21 +277,21 @@ def _grad_alpha(
         ct = tl.load(
             C + c_base + keys[None, :] * D + cols[:, None],
             mask=(keys[None, :] < n) & (cols[:, None] < D), other=0.0)
-        grad += tl.dot(g, ct).to(tl.float32)
+        grad += tl.dot(g, ct, input_precision=DOT)
     return grad
 
 
 @_triton_jit
 def _probabilities(
-    q, K, qk_base, rows, keys, lse, n, scale, DH: tl.constexpr, BLOCK_DH: tl.constexpr
-):
+    q, K, qk_base, rows, keys, lse, n, scale, DH: tl.constexpr, BLOCK_DH: tl.constexpr,
+    DOT: tl.constexpr):
     """alpha for a (BLOCK_M, BLOCK_N) tile, rebuilt from the forward's log-sum-exp (0 if
     masked)."""
     head = tl.arange(0, BLOCK_DH)
     kt = tl.load(
         K + qk_base + keys[None, :] * DH + head[:, None],
         mask=(keys[None, :] < n) & (head[:, None] < DH), other=0.0)
-    s = tl.dot(q, kt).to(tl.float32) * scale
+    s = tl.dot(q, kt, input_precision=DOT) * scale
     valid = (rows[:, None] >= keys[None, :]) & (rows[:, None] < n) & (keys[None, :] < n)
     return tl.where(valid, tl.exp(s - lse[:, None]), 0.0)
 
@@ -299,7 +300,7 @@ def _probabilities(
 def _sense_sum_bwd_dq(
     Q, K, C, dO, LSE, DELTA, dQ, n, scale, H: tl.constexpr, DH: tl.constexpr,
     D: tl.constexpr, BLOCK_DH: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr):
     """One program: BLOCK_M queries of one (sequence, sense). Writes dq and the row sums
     delta."""
     pid_m, bh = tl.program_id(0), tl.program_id(1)
@@ -315,23 +316,23 @@ def _sense_sum_bwd_dq(
     delta = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for start in range(0, stop, BLOCK_N):  # pass 1: delta_i = sum_j alpha_ij p_ij
         keys = start + tl.arange(0, BLOCK_N)
-        p = _probabilities(q, K, qk_base, rows, keys, lse, n, scale, DH, BLOCK_DH)
+        p = _probabilities(q, K, qk_base, rows, keys, lse, n, scale, DH, BLOCK_DH, DOT)
         dp = _grad_alpha(
-            dO, C, o_base, c_base, rows, keys, n, D, BLOCK_M, BLOCK_N, BLOCK_D
+            dO, C, o_base, c_base, rows, keys, n, D, BLOCK_M, BLOCK_N, BLOCK_D, DOT
         )
         delta += tl.sum(p * dp, 1)
     tl.store(DELTA + bh * n + rows, delta, mask=rows < n)
     dq = tl.zeros((BLOCK_M, BLOCK_DH), dtype=tl.float32)
     for start in range(0, stop, BLOCK_N):  # pass 2: dq = sum_j ds_ij k_j
         keys = start + tl.arange(0, BLOCK_N)
-        p = _probabilities(q, K, qk_base, rows, keys, lse, n, scale, DH, BLOCK_DH)
+        p = _probabilities(q, K, qk_base, rows, keys, lse, n, scale, DH, BLOCK_DH, DOT)
         dp = _grad_alpha(
-            dO, C, o_base, c_base, rows, keys, n, D, BLOCK_M, BLOCK_N, BLOCK_D
+            dO, C, o_base, c_base, rows, keys, n, D, BLOCK_M, BLOCK_N, BLOCK_D, DOT
         )
         k = tl.load(
             K + qk_base + keys[:, None] * DH + head[None, :],
             mask=(keys[:, None] < n) & (head[None, :] < DH), other=0.0)
-        dq += tl.dot((p * (dp - delta[:, None])).to(k.dtype), k).to(tl.float32)
+        dq += tl.dot((p * (dp - delta[:, None])).to(k.dtype), k, input_precision=DOT)
     tl.store(
         dQ + qk_base + rows[:, None] * DH + head[None, :],
         (dq * scale).to(dQ.dtype.element_ty),
@@ -342,7 +343,7 @@ def _sense_sum_bwd_dq(
 def _sense_sum_bwd_dkdc(
     Q, K, C, dO, LSE, DELTA, dK, dC, n, scale, H: tl.constexpr, DH: tl.constexpr,
     D: tl.constexpr, BLOCK_DH: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr):
     """One program: BLOCK_N keys x BLOCK_D sense columns of one (sequence, sense);
     writes dC, and dk in the programs of the first column block."""
     pid_n, bh, pid_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -361,19 +362,18 @@ def _sense_sum_bwd_dkdc(
             Q + qk_base + rows[:, None] * DH + head[None, :],
             mask=(rows[:, None] < n) & (head[None, :] < DH), other=0.0)
         lse = tl.load(LSE + bh * n + rows, mask=rows < n, other=0.0)
-        p = _probabilities(q, K, qk_base, rows, keys, lse, n, scale, DH, BLOCK_DH)
+        p = _probabilities(q, K, qk_base, rows, keys, lse, n, scale, DH, BLOCK_DH, DOT)
         g = tl.load(
             dO + o_base + rows[:, None] * D + cols[None, :],
             mask=(rows[:, None] < n) & (cols[None, :] < D), other=0.0)
-        dc += tl.dot(tl.trans(p).to(g.dtype), g).to(tl.float32)
+        dc += tl.dot(tl.trans(p).to(g.dtype), g, input_precision=DOT)
         if pid_d == 0:
             delta = tl.load(DELTA + bh * n + rows, mask=rows < n, other=0.0)
             dp = _grad_alpha(
-                dO, C, o_base, c_base, rows, keys, n, D, BLOCK_M, BLOCK_N, BLOCK_D
+                dO, C, o_base, c_base, rows, keys, n, D, BLOCK_M, BLOCK_N, BLOCK_D, DOT
             )
-            dk += tl.dot(tl.trans(p * (dp - delta[:, None])).to(q.dtype), q).to(
-                tl.float32
-            )
+            ds = tl.trans(p * (dp - delta[:, None])).to(q.dtype)
+            dk += tl.dot(ds, q, input_precision=DOT)
     tl.store(
         dC + c_base + keys[:, None] * D + cols[None, :], dc.to(dC.dtype.element_ty),
         mask=(keys[:, None] < n) & (cols[None, :] < D))
@@ -384,11 +384,14 @@ def _sense_sum_bwd_dkdc(
             mask=(keys[:, None] < n) & (head[None, :] < DH))
 
 # %% ../book/10_speed.ipynb #63473b21
-def _block_sizes(head_dim: int, d: int, on_gpu: bool) -> dict:
-    """Tile sizes: 64 on a GPU, 16 (the smallest tl.dot accepts) in the CPU interpreter.
-    """
+def _block_sizes(head_dim: int, d: int, on_gpu: bool, dtype: torch.dtype) -> dict:
+    """The kernels' compile-time constants. Tile sizes: 64 on a GPU, 16 (the smallest
+    tl.dot accepts) in the CPU interpreter. DOT, the precision of tl.dot: exact for
+    float32 inputs, as PyTorch's float32 matmul is (Triton's default there is TF32, with
+    a 10-bit mantissa); bf16 and fp16 inputs are exact products either way."""
     tile = 64 if on_gpu else 16
     return dict(
+        DOT="ieee" if dtype == torch.float32 else "tf32",
         BLOCK_DH=max(16, triton.next_power_of_2(head_dim)), BLOCK_M=tile, BLOCK_N=tile,
         BLOCK_D=min(tile, max(16, triton.next_power_of_2(d))))
 
@@ -402,7 +405,7 @@ class TritonSenseSum(torch.autograd.Function):
         q, k, senses = q.contiguous(), k.contiguous(), senses.contiguous()
         b, h, n, dh = q.shape
         d = senses.shape[-1]
-        blocks = _block_sizes(dh, d, q.is_cuda)
+        blocks = _block_sizes(dh, d, q.is_cuda, q.dtype)
         out = senses.new_empty(b, n, d)
         lse = torch.empty(b, h, n, dtype=torch.float32, device=q.device)
         grid = (triton.cdiv(n, blocks["BLOCK_M"]), b, triton.cdiv(d, blocks["BLOCK_D"]))
@@ -794,6 +797,56 @@ def backpack_forward(
     senses = senses_by_position(model, idx, dedup).transpose(1, 2)  # (b, k, n, d)
     return forward_with_senses(model, idx, senses, targets, sense_sum)
 
+# %% ../book/10_speed.ipynb #host-device-waits
+def timed(fn) -> float:
+    """Seconds that fn() takes (fn synchronizes the device itself)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def host_device_waits(fn) -> int:
+    """How many times fn() makes the host wait for the GPU (PyTorch's sync debug mode
+    warns at each)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as waits:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return len(waits)
+
+# %% ../book/10_speed.ipynb #device-sense-profile
+def device_sense_profile(model: BackpackLM, x: torch.Tensor, rows: int = 10) -> str:
+    """On a GPU: computing the senses of x, forward and backward, per distinct id and
+    at every position. For each way: its median wall time, the host-device waits it
+    forces, host and device busy time, and the ops that kept the device busiest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def run(dedup: bool) -> None:
+        senses_by_position(model, x, dedup).sum().backward()
+        torch.cuda.synchronize()
+
+    report = []
+    for dedup in (True, False):
+        run(dedup)  # warm-up
+        wall = statistics.median(timed(lambda: run(dedup)) for _ in range(5))
+        waits = host_device_waits(
+            lambda: senses_by_position(model, x, dedup).sum().backward())
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            run(dedup)
+        events = prof.key_averages()
+        host = sum(e.self_cpu_time_total for e in events) / 1e3
+        busy = sum(e.self_device_time_total for e in events) / 1e3
+        report.append(
+            f"dedup={dedup}: {wall * 1e3:.2f} ms wall, {waits} host-device waits, "
+            f"host {host:.2f} ms, device busy {busy:.2f} ms\n"
+            + events.table(sort_by="self_cuda_time_total", row_limit=rows))
+    return "\n".join(report)
+
 # %% ../book/10_speed.ipynb #union-fn
 def accumulate_with_union_senses(
     model: BackpackLM, micro_batches: list, sense_sum: str = "fused") -> float:
@@ -891,6 +944,25 @@ def timed_step(model, loss_fn, optimizer, x, y, autocast,
     synchronize(device)
     return time.perf_counter() - start
 
+# %% ../book/10_speed.ipynb #first-steps
+def first_steps(models: dict, x, y, autocast, device: torch.device) -> dict:
+    """The warm-up step of every variant, where kernels compile. A variant that fails
+    on this device (a kernel its compiler rejects, say) is dropped from `models` and
+    its error kept, so one broken path does not lose the others' measurements:
+    returns name -> error. The Transformer, which every ratio divides by, must run."""
+    failed = {}
+    for name, (model, loss_fn, optimizer) in list(models.items()):
+        try:
+            timed_step(model, loss_fn, optimizer, x, y, autocast, device)
+        except Exception as error:  # reported in the result, never silently
+            if name == "transformer":
+                raise
+            failed[name] = f"{type(error).__name__}: {error}"[:500]
+            del models[name]
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return failed
+
 # %% ../book/10_speed.ipynb #19ed4fa5
 def time_training_steps(
     config: BackpackConfig, batches: list, device: torch.device, autocast, repeats: int
@@ -898,20 +970,20 @@ def time_training_steps(
     """Seconds of one full optimizer step of every variant: the fastest of `repeats`
     steps (the one least disturbed by other work on the machine), interleaved: each
     repeat runs one step of each model in turn, so that load changes on the machine hit
-    all of them alike."""
+    all of them alike. A variant that failed has a row with its "error" instead."""
     models, rows = {}, []
     for name, (cls, loss_fn) in training_variants(device.type).items():
         torch.manual_seed(0)
         model = cls(config).to(device).train()
         models[name] = (
             model, loss_fn, configure_optimizer(model, TrainConfig(), device.type))
+    failed = first_steps(models, *batches[0], autocast, device)
     times = {name: [] for name in models}
-    for r in range(repeats + 1):  # the first is warm-up
+    for r in range(1, repeats + 1):
         x, y = batches[r % len(batches)]
         for name, (model, loss_fn, optimizer) in models.items():
-            seconds = timed_step(model, loss_fn, optimizer, x, y, autocast, device)
-            if r > 0:
-                times[name].append(seconds)
+            times[name].append(
+                timed_step(model, loss_fn, optimizer, x, y, autocast, device))
     x, y = batches[0]
     for name, (model, loss_fn, _) in models.items():
         with autocast():
@@ -930,7 +1002,7 @@ def time_training_steps(
             if key in row:  # step_s -> time_vs_transformer, activation_mb -> ...
                 ratio = key.split("_")[0].replace("step", "time") + "_vs_transformer"
                 row[ratio] = row[key] / rows[0][key]
-    return rows
+    return rows + [{"model": name, "error": error} for name, error in failed.items()]
 
 # %% ../book/10_speed.ipynb #023ddfd1
 def peak_step_memory(model, loss_fn, x, y, autocast) -> int:
@@ -1106,26 +1178,20 @@ def bench_setup(device: torch.device, quick: bool) -> dict:
         seqs=[256, 512, 1024, 2048], batch_tokens=4096, repeats=5, new_tokens=256,
         bf16=False, generation_threads=1)
 
-# %% ../book/10_speed.ipynb #829262e1
-def run_benchmark(device: str = "cpu", quick: bool = False, bf16: bool | None = None,
-                  log=print) -> dict:
-    """Training steps at every sequence length, then generation at batch 1 and 16."""
-    device = torch.device(device)
-    setup = bench_setup(device, quick)
-    use_bf16 = setup["bf16"] if bf16 is None else bf16
-    bf16_cast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
-    autocast = bf16_cast if use_bf16 else nullcontext
-    result = {"device": device_name(device), "machine": machine_name(),
-              "torch": torch.__version__, "bf16": use_bf16,
-              "threads": torch.get_num_threads(), "training": [], "generation": [],
-              **{key: setup[key] for key in ("config", "batch_tokens", "repeats")}}
-    peak = peak_flops_of(device) if use_bf16 else None
+# %% ../book/10_speed.ipynb #training-rows
+def training_rows(setup: dict, device: torch.device, autocast, peak: float | None,
+                  log=print):
+    """Yields the rows of `time_training_steps` at each sequence length of `setup`,
+    with tokens/s and MFU (where the device's peak is known), logged as they come."""
     for seq in setup["seqs"]:
         config = BackpackConfig(**setup["config"], n_positions=seq)
         batches = sample_batches(config, setup["batch_tokens"] // seq, seq, 2, device)
         rows = time_training_steps(config, batches, device, autocast, setup["repeats"])
         for row in rows:
             row["seq"] = seq
+            if "error" in row:
+                log(f"T={seq:5d} {row['model']:20s} FAILED: {row['error']}")
+                continue
             row["tokens_per_s"] = setup["batch_tokens"] / row["step_s"]
             if peak:
                 row["mfu"] = mfu(
@@ -1137,7 +1203,28 @@ def run_benchmark(device: str = "cpu", quick: bool = False, bf16: bool | None = 
                 f"{row['activation_mb']:8.1f} MB "
                 f"{row['activation_vs_transformer']:5.2f}x"
             )
+        yield rows
+
+# %% ../book/10_speed.ipynb #829262e1
+def run_benchmark(device: str = "cpu", quick: bool = False, bf16: bool | None = None,
+                  log=print, progress=None) -> dict:
+    """Training steps at every sequence length, then generation at batch 1 and 16.
+    `progress(result)`, if given, is called with the result so far after each part (the
+    command line writes it, so that a run cut short keeps what it measured)."""
+    device = torch.device(device)
+    setup = bench_setup(device, quick)
+    use_bf16 = setup["bf16"] if bf16 is None else bf16
+    bf16_cast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
+    autocast = bf16_cast if use_bf16 else nullcontext
+    result = {"device": device_name(device), "machine": machine_name(),
+              "torch": torch.__version__, "bf16": use_bf16,
+              "threads": torch.get_num_threads(), "training": [], "generation": [],
+              **{key: setup[key] for key in ("config", "batch_tokens", "repeats")}}
+    peak = peak_flops_of(device) if use_bf16 else None
+    progress = progress or (lambda partial: None)
+    for rows in training_rows(setup, device, autocast, peak, log):
         result["training"] += rows
+        progress(result)
     prompt = 16
     config = BackpackConfig(**setup["config"], n_positions=prompt + setup["new_tokens"])
     threads = torch.get_num_threads()
@@ -1149,12 +1236,14 @@ def run_benchmark(device: str = "cpu", quick: bool = False, bf16: bool | None = 
             log(f"generation batch {batch:2d} {row['model']:12s} {row['path']:8s} "
                 f"{row['tokens_per_s']:9.1f} tokens/s")
         result["generation"] += rows
+        progress(result)
     torch.set_num_threads(threads)
     return result
 
 # %% ../book/10_speed.ipynb #84b5c82c
 def goals(result: dict) -> dict:
-    """The ratios the chapter's goals are about, from one benchmark result."""
+    """The ratios the chapter's goals are about, from one benchmark result (or the
+    part of one measured so far)."""
     gen = {
         (r["model"], r["path"], r["batch"]): r["tokens_per_s"]
         for r in result["generation"]
@@ -1171,7 +1260,7 @@ def goals(result: dict) -> dict:
                 gen["transformer", "cached", batch] / gen["backpack", path, batch]
             )
     for row in result["training"]:
-        if row["model"] != "transformer":
+        if row["model"] != "transformer" and "error" not in row:
             out[f"train_{row['model']}_vs_transformer_T{row['seq']}"] = row[
                 "time_vs_transformer"
             ]
@@ -1183,7 +1272,7 @@ def write_result(path: str, result: dict) -> None:
     text = json.dumps(result, indent=1) + "\n"
     atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
-
+# %% ../book/10_speed.ipynb #bench-main
 def bench_main(argv: list[str] | None = None) -> dict:
     """Command line: run, print, and write the JSON."""
     parser = argparse.ArgumentParser(
@@ -1207,7 +1296,11 @@ def bench_main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     if args.curves:
         return precision_main(args, start)
-    result = run_benchmark(args.device, args.quick, args.bf16)
+    save = None
+    if args.out:  # what is measured so far, marked partial, after each part
+        save = lambda part: write_result(  # noqa: E731
+            args.out, {**part, "goals": goals(part), "partial": True})
+    result = run_benchmark(args.device, args.quick, args.bf16, progress=save)
     result["goals"] = goals(result)
     result["seconds"] = time.perf_counter() - start
     for name, value in result["goals"].items():
@@ -1249,7 +1342,8 @@ def precision_main(args, start: float) -> dict:
 def plot_training(result: dict, ax_time, ax_memory) -> None:
     """Step time and activation memory of each Backpack, as a ratio to the Transformer,
     vs T."""
-    rows = [r for r in result["training"] if r["model"] != "transformer"]
+    rows = [r for r in result["training"] if "error" not in r]  # measured rows
+    rows = [r for r in rows if r["model"] != "transformer"]
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
         seqs = [r["seq"] for r in mine]
@@ -1275,11 +1369,8 @@ def plot_generation(result: dict, ax) -> None:
     paths = list(dict.fromkeys(r["path"] for r in rows))
     width = 0.8 / len(paths)
     for i, path in enumerate(paths):
-        rate = {
-            (r["model"], r["batch"]): r["tokens_per_s"]
-            for r in rows
-            if r["path"] == path
-        }
+        rate = {(r["model"], r["batch"]): r["tokens_per_s"] for r in rows
+                if r["path"] == path}
         xs = [g for g, key in enumerate(groups) if key in rate]
         ax.bar(
             [g + (i - (len(paths) - 1) / 2) * width for g in xs],

@@ -4,7 +4,7 @@
 #   MODE=smoke bash scripts/gpu_session.sh   # ~3 min: throughput, compile check, a short training run
 #   MODE=full STEPS=6000 bash scripts/gpu_session.sh   # the models in data/models/
 #   MODE=micro STEPS=4000 bash scripts/gpu_session.sh  # the paper's Micro size: results and curves only
-#   MODE=speed bash scripts/gpu_session.sh   # ~6 min (an estimate, not yet measured): chapter 10's benchmark (Small, bf16) and its GPU tests
+#   MODE=speed bash scripts/gpu_session.sh   # <= 12 min (each step has a limit): chapter 10's GPU tests, sense profile, benchmark
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -24,9 +24,33 @@ if [ "$MODE" = smoke ]; then
       ${COMPILE:-} --out-dir /tmp/runs/smoke
   cp /tmp/runs/smoke/results.json "$OUT/smoke_results.json"
 elif [ "$MODE" = speed ]; then
-  # chapter 10: the Triton sense-sum kernels and the caches against the plain computation, on the GPU
-  python3 -m pytest -q -x tests/test_fast.py tests/test_cuda.py 2>&1 | tail -n 15 || true
-  python3 -m backpack.fast --device cuda --out "$OUT/speed_gpu.json" 2>&1 | tee "$OUT/speed_gpu.txt"
+  # chapter 10 on the GPU. The tests: the Triton kernels and the caches against the plain
+  # computation (the image has no nbval, hence no addopts). The profile of senses per distinct id
+  # vs at every position. The benchmark, which rewrites its JSON after each part, so that a run
+  # cut short keeps what it measured. Each step has its own time limit.
+  timeout 150 python3 -m pytest -q -o addopts="" -p no:cacheprovider tests/test_cuda.py \
+      tests/test_attention.py tests/test_fast.py 2>&1 | tee "$OUT/tests_gpu.txt" | tail -n 25 || true
+  timeout 90 python3 - <<'PY' 2>&1 | tee "$OUT/profile_gpu.txt" || true
+import torch
+from backpack.data import batch_at, load_tokens
+from backpack.fast import device_sense_profile
+from backpack.model import BackpackConfig, BackpackLM
+tokens = load_tokens("train")
+sizes = {"the book's d=256 (chapter 7's GPU runs)": dict(n_embd=256, n_layer=4, n_head=4, seq=256),
+         "the paper's Small": dict(n_embd=768, n_layer=12, n_head=12, seq=512)}
+for name, size in sizes.items():
+    seq = size.pop("seq")
+    torch.manual_seed(0)
+    model = BackpackLM(BackpackConfig(vocab_size=50264 if size["n_embd"] == 768 else 16384,
+                                      num_senses=16, n_positions=seq, **size)).cuda()
+    offsets = torch.randint(len(tokens) - seq - 1, (16384 // seq,), generator=torch.Generator().manual_seed(0))
+    x = batch_at(tokens, offsets, seq)[0].cuda()
+    print(f"== {name}, bf16: {x.shape[0]} x {seq} tokens, {len(torch.unique(x))} distinct ids")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        print(device_sense_profile(model, x, rows=8))
+PY
+  timeout "${BENCH_LIMIT:-330}" python3 -m backpack.fast --device cuda --out "$OUT/speed_gpu.json" 2>&1 \
+      | tee "$OUT/speed_gpu.txt" || true
 elif [ "$MODE" = micro ]; then
   # The paper's Micro width and depth (d=384, 6 layers, 6 heads, k=16) on our 16k vocabulary:
   # curves and results only (the weights would be 57 MB + 34 MB, too big for the repository).

@@ -61,3 +61,15 @@ def test_cuda_training_steps_bf16_fused_adamw(tmp_path):
                        tokens, tokens[:5000], log=None)
         assert next(model.parameters()).is_cuda
         assert result.final_val_loss < math.log(CFG["vocab_size"]) - 2.0  # the pattern is learned
+
+
+def test_device_sense_profile_reports_both_ways():
+    from backpack.fast import device_sense_profile
+    _, gpu = model_pair()
+    x = torch.randint(CFG["vocab_size"], (4, 64), device="cuda")
+    report = device_sense_profile(gpu, x, rows=5)
+    assert report.count("host-device waits") == 2
+    assert "dedup=True" in report and "dedup=False" in report
+    # torch.unique's output size depends on the data: the host must wait for it
+    dedup_waits = int(report.split("dedup=True")[1].split("host-device waits")[0].split(",")[-1])
+    assert dedup_waits >= 1

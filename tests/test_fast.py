@@ -1,5 +1,6 @@
 """Tests of chapter 10: the fused sense sum and generation with caches (backpack/fast.py)."""
 import math
+from contextlib import nullcontext
 import inspect
 
 import pytest
@@ -300,6 +301,47 @@ def test_benchmark_quick_runs_and_reports_ratios():
     assert {r["model"] for r in result["training"]} >= {"transformer", "backpack_fused"}
     assert all(r["time_vs_transformer"] > 0 for r in result["training"])
     assert "cache_speedup_backpack_b1" in result["goals"]
+
+
+def test_benchmark_writes_what_it_measured_after_each_part(tmp_path, monkeypatch):
+    import json
+    from backpack import fast
+    out = tmp_path / "speed.json"
+    seen = []
+    real_write = fast.write_result
+    monkeypatch.setattr(fast, "write_result", lambda path, result: (
+        seen.append(json.loads(json.dumps(result))), real_write(path, result)))
+    result = fast.bench_main(["--quick", "--device", "cpu", "--out", str(out)])
+    # two sequence lengths, then generation at batch 1 and 16, then the final file
+    assert [len(s["training"]) > 0 for s in seen] == [True] * 5
+    assert [len(s["generation"]) for s in seen] == [0, 0, 5, 10, 10]
+    assert [s.get("partial") for s in seen] == [True] * 4 + [None]
+    assert {r["seq"] for r in seen[0]["training"]} == {32}
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+
+
+def test_a_failing_variant_is_reported_and_the_others_still_measured(monkeypatch):
+    from backpack import fast
+    from backpack.model import BackpackConfig
+
+    def broken(model, x, y):
+        raise RuntimeError("this kernel does not compile here")
+
+    variants = fast.training_variants("cpu")
+    variants["backpack_broken"] = (BackpackLM, broken)
+    monkeypatch.setattr(fast, "training_variants", lambda device_type: variants)
+    config = BackpackConfig(**SMALL)
+    batches = fast.sample_batches(config, 2, 16, 2, torch.device("cpu"))
+    rows = fast.time_training_steps(config, batches, torch.device("cpu"), nullcontext, 1)
+    by_name = {r["model"]: r for r in rows}
+    assert by_name["backpack_broken"] == {
+        "model": "backpack_broken", "error": "RuntimeError: this kernel does not compile here"}
+    assert all(by_name[n]["step_s"] > 0 for n in fast.training_variants("cpu") if n != "backpack_broken")
+    assert "train_backpack_broken_vs_transformer_T16" not in fast.goals(
+        {"training": [{**r, "seq": 16} for r in rows], "generation": []})
+    variants["transformer"] = (BackpackLM, broken)  # every ratio divides by it: no rows
+    with pytest.raises(RuntimeError, match="does not compile"):
+        fast.time_training_steps(config, batches, torch.device("cpu"), nullcontext, 1)
 
 
 def test_topic_steering_from_chapter_9_works_with_the_cache():
