@@ -209,7 +209,8 @@ def saved_bytes(compute, exclude=()) -> int:
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
+        return t.detach()  # t itself would tie a saved output to its own graph node:
+        # a cycle through C++ that Python's collector cannot see, leaking the graph
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         compute()
@@ -985,7 +986,7 @@ def time_training_steps(
             times[name].append(
                 timed_step(model, loss_fn, optimizer, x, y, autocast, device))
     x, y = batches[0]
-    for name, (model, loss_fn, _) in models.items():
+    for name, (model, loss_fn, optimizer) in models.items():
         with autocast():
             activations = saved_activation_bytes(loss_fn, model, x, y)
         row = {
@@ -995,7 +996,8 @@ def time_training_steps(
             "parameters": model.num_parameters(),
         }
         if device.type == "cuda":
-            row["peak_mb"] = peak_step_memory(model, loss_fn, x, y, autocast) / 2**20
+            peak = peak_step_memory(model, loss_fn, x, y, autocast, optimizer)
+            row["peak_mb"] = peak / 2**20
         rows.append(row)
     for row in rows:
         for key in ("step_s", "activation_mb", "peak_mb"):
@@ -1005,17 +1007,24 @@ def time_training_steps(
     return rows + [{"model": name, "error": error} for name, error in failed.items()]
 
 # %% ../book/10_speed.ipynb #023ddfd1
-def peak_step_memory(model, loss_fn, x, y, autocast) -> int:
-    """CUDA only: the peak bytes allocated during one forward and backward."""
+def peak_step_memory(model, loss_fn, x, y, autocast, optimizer) -> int:
+    """CUDA only: the memory a training step of this model needs on its own: its
+    weights and optimizer state, plus the most that one forward and backward allocate
+    on top of them (activations, gradients, workspace), measured. The other models
+    that the benchmark keeps on the device do not count."""
     model.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     with autocast():
         loss = loss_fn(model, x, y)
     loss.backward()
     torch.cuda.synchronize()
     model.zero_grad(set_to_none=True)
-    return torch.cuda.max_memory_allocated()
+    state = [v for s in optimizer.state.values() for v in s.values()]  # AdamW moments
+    state = [v for v in state if torch.is_tensor(v)]
+    resident = sum(t.numel() * t.element_size() for t in [*model.parameters(), *state])
+    return torch.cuda.max_memory_allocated() - before + resident
 
 # %% ../book/10_speed.ipynb #b167bd6a
 def training_flops_per_token(config: BackpackConfig, seq: int, backpack: bool) -> float:

@@ -228,10 +228,29 @@ def test_triton_kernel_matches_explicit_alpha_values_and_gradients():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_triton_kernel_bf16_on_gpu():
     from backpack.fast import triton_sense_sum
-    q, k, c = (t.detach().cuda() for t in random_inputs(b=2, h=16, n=300, d=256))
-    ref = sense_sum_reference(q, k, c, 0.25)
-    out = triton_sense_sum(q.bfloat16(), k.bfloat16(), c.bfloat16(), 0.25)
-    torch.testing.assert_close(out.double(), ref, rtol=0.05, atol=0.1)
+    q, k, c = (t.detach().cuda().bfloat16() for t in random_inputs(b=2, h=16, n=300, d=256))
+    # the same bf16 inputs in float64: rounding the inputs alone moves the sum by up to
+    # 0.47 here (outputs up to 43), which is not the kernel's error
+    ref = sense_sum_reference(q.double(), k.double(), c.double(), 0.25)
+    out = triton_sense_sum(q, k, c, 0.25)  # bf16 probabilities and output, fp32 sums
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=5e-2)
+
+
+def test_saved_bytes_leaves_no_graph_alive():
+    """Counting what autograd saves must not keep the graph: on a GPU the benchmark
+    counts six Small models in a row, and leaked graphs filled 139 GB."""
+    import gc
+    from backpack.fast import saved_activation_bytes, training_variants
+
+    def graph_tensors() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if torch.is_tensor(o) and o.grad_fn is not None)
+
+    x = torch.randint(SMALL["vocab_size"], (2, 30), generator=torch.Generator().manual_seed(4))
+    before = graph_tensors()
+    for cls, loss_fn in training_variants("cpu").values():
+        assert saved_activation_bytes(loss_fn, cls(BackpackConfig(**SMALL)), x, x) > 0
+    assert graph_tensors() == before
 
 
 def test_training_forward_variants_match_chapter5():
