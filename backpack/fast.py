@@ -505,12 +505,15 @@ class GenerationCache:
 def new_cache(
     model: LanguageModel, idx: torch.Tensor, pads: torch.Tensor, capacity: int
 ) -> GenerationCache:
-    """An empty cache for model and the left-padded prompts idx (b, P)."""
+    """An empty cache for model and the left-padded prompts idx (b, P), in the dtype
+    of the keys, values and senses it will hold: autocast's where it casts the
+    model's float32, else the model's."""
     cfg, (b, n) = model.config, idx.shape
     head = cfg.n_embd // cfg.n_head
-    zeros = lambda *shape: torch.zeros(
-        *shape, dtype=model.transformer.wte.weight.dtype, device=idx.device
-    )
+    dtype = model.transformer.wte.weight.dtype
+    if dtype == torch.float32 and torch.is_autocast_enabled(idx.device.type):
+        dtype = torch.get_autocast_dtype(idx.device.type)
+    zeros = lambda *shape: torch.zeros(*shape, dtype=dtype, device=idx.device)
     ids = torch.zeros(b, capacity, dtype=idx.dtype, device=idx.device)
     ids[:, :n] = idx
     is_backpack = hasattr(model, "sense_network")  # a Backpack (of any class version)

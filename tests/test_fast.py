@@ -133,6 +133,18 @@ def test_batched_prompts_of_different_lengths(kind):
         assert torch.equal(got[row, width - len(prompt):], alone)
 
 
+@pytest.mark.parametrize("kind", ["backpack", "transformer"])
+def test_cached_generation_under_bf16_autocast(kind):
+    """Autocast computes keys, values and senses in bf16: the cache holds them so (the
+    GPU benchmark runs generation under autocast)."""
+    idx = torch.randint(SMALL["vocab_size"], (3, 5), generator=torch.Generator().manual_seed(8))
+    for dtype in (torch.float32, torch.float64):  # autocast casts float32 only
+        model = make(kind, dtype=dtype)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cached = generate_cached(model, idx, 12, 0.0)
+            assert torch.equal(cached, generate_uncached(model, idx, 12, 0.0))
+
+
 def test_cached_fp32_logits_close_and_greedy_equal():
     model = make(dtype=torch.float32)
     idx = torch.randint(SMALL["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(3))
