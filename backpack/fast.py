@@ -1075,9 +1075,7 @@ def generation_rates(config: BackpackConfig, device: torch.device, batch: int,
         torch.manual_seed(0)
         model = models[name] = cls(config).to(device).eval()
         idx = torch.randint(config.vocab_size, (batch, prompt), device=device)
-        runs[name, "cached"] = lambda m=model, x=idx: generate_cached(
-            m, x, new_tokens, 0.0
-        )
+        runs[name, "cached"] = partial(generate_cached, model, idx, new_tokens, 0.0)
         runs[name, "uncached"] = partial(generate_uncached, model, idx, new_tokens, 0.0)
     start = time.perf_counter()
     table = vocab_sense_table(models["backpack"])
@@ -1088,10 +1086,9 @@ def generation_rates(config: BackpackConfig, device: torch.device, batch: int,
     times = {key: [] for key in runs}
     for r in range(repeats + 1):  # the first: warm-up
         for (name, path), run in runs.items():
-            if path == "uncached" and r == 0 and device.type == "cpu":
-                continue  # slow; a GPU needs its warm-up: every prefix is a new shape
-            if path == "uncached" and batch > 1 and r > 1:
-                continue  # slow: one timed run
+            uncached = path == "uncached"  # slow: one timed run when batch > 1, and a
+            if uncached and (1 < r and 1 < batch or r == 0 and device.type == "cpu"):
+                continue  # warm-up on a GPU only, where every prefix is a new shape
             synchronize(device)
             start = time.perf_counter()
             run()
