@@ -308,6 +308,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'backpack.model.language_model_loss': ('model.html#language_model_loss', 'backpack/model.py'),
                                 'backpack.model.sample_next_token': ('model.html#sample_next_token', 'backpack/model.py'),
                                 'backpack.model.sum_over_senses': ('model.html#sum_over_senses', 'backpack/model.py'),
+                                'backpack.model.uses_fused_sense_sum': ('model.html#uses_fused_sense_sum', 'backpack/model.py'),
                                 'backpack.model.uses_sense_dedup': ('model.html#uses_sense_dedup', 'backpack/model.py')},
             'backpack.senses': { 'backpack.senses.MLP': ('senses.html#mlp', 'backpack/senses.py'),
                                  'backpack.senses.MLP.__init__': ('senses.html#mlp.__init__', 'backpack/senses.py'),

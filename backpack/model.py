@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import numbers
 from contextlib import contextmanager
@@ -32,8 +33,8 @@ from backpack.weights import (
 # %% auto #0
 __all__ = ['PRESETS', 'SENSE_SUM_WAYS', 'IGNORE_INDEX', 'BackpackConfig', 'LMOutput', 'check_targets', 'language_model_loss',
            'is_int', 'check_sampling_args', 'check_generate_args', 'sample_next_token', 'evaluating', 'generate_tokens',
-           'LanguageModel', 'uses_sense_dedup', 'BackpackBase', 'check_contextualization', 'sum_over_senses',
-           'BackpackLM', 'TransformerLM']
+           'LanguageModel', 'uses_sense_dedup', 'uses_fused_sense_sum', 'BackpackBase', 'check_contextualization',
+           'sum_over_senses', 'BackpackLM', 'TransformerLM']
 
 # %% ../book/05_model.ipynb #4bf00ff3
 # the paper's vocabulary (GPT-2's 50,257 tokens, padded to 50,264) and context
@@ -308,10 +309,26 @@ class LanguageModel(nn.Module):
 # %% ../book/05_model.ipynb #5e2d8c1a
 def uses_sense_dedup(config: BackpackConfig, device: torch.device) -> bool:
     """Whether senses are computed once per distinct id on device: config.sense_dedup,
-    where "auto" means on a CPU only (chapter 7 measures a GPU faster without)."""
+    where "auto" means on a CPU, and on a GPU for widths of 512 and more: chapter 10
+    measures the dedup faster at the paper's Small width (768) on an H200, chapter 7
+    slower at width 256, where the GPU waits on the host."""
     if config.sense_dedup == "auto":
-        return torch.device(device).type == "cpu"
+        kind = torch.device(device).type
+        return kind == "cpu" or (kind == "cuda" and config.n_embd >= 512)
     return config.sense_dedup
+
+
+def uses_fused_sense_sum(config: BackpackConfig, device: torch.device) -> bool:
+    """Whether forward sums the senses with chapter 10's fused kernel: config.sense_sum,
+    where "auto" means where chapter 10 measured it fastest: on a CPU (in PyTorch) and
+    on a Hopper GPU (in Triton, where it is installed); elsewhere one attention per
+    sense, until it is measured there."""
+    if config.sense_sum != "auto":
+        return config.sense_sum == "fused"
+    device = torch.device(device)
+    if device.type != "cuda" or importlib.util.find_spec("triton") is None:
+        return device.type == "cpu"
+    return torch.cuda.get_device_capability(device) >= (9, 0)
 
 # %% ../book/05_model.ipynb #b4514a78
 class BackpackBase(LanguageModel):
@@ -375,12 +392,8 @@ def sum_over_senses(
 
     config.sense_sum picks the way: "per_sense" (the fused attention of chapter 3, one
     attention per sense, then the sum), "fused" (chapter 10's kernel, which sums inside)
-    or "auto": "fused" on a CPU, where chapter 10 measures it faster and smaller,
-    "per_sense" on other devices until it is measured there."""
-    way = config.sense_sum
-    if way == "auto":
-        way = "fused" if q.device.type == "cpu" else "per_sense"
-    if way == "fused":  # chapter 10; it imports this module
+    or "auto", as `uses_fused_sense_sum` says."""
+    if uses_fused_sense_sum(config, q.device):  # chapter 10; it imports this module
         from backpack.fast import fused_sense_sum
 
         return fused_sense_sum(q, k, senses.to(q.dtype), scale)

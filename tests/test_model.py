@@ -45,12 +45,15 @@ def test_sense_dedup_matches_direct_values_and_gradients():
         torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
 
 
-def test_sense_dedup_auto_is_on_for_a_cpu_only():
+def test_sense_dedup_auto_is_on_for_a_cpu_and_wide_models_on_a_gpu():
     from backpack.model import uses_sense_dedup
     auto = BackpackConfig(**SMALL)
     assert auto.sense_dedup == "auto"
     assert uses_sense_dedup(auto, torch.device("cpu"))
     assert not uses_sense_dedup(auto, torch.device("cuda")) and not uses_sense_dedup(auto, "meta")
+    wide = BackpackConfig.preset("small")  # measured: the dedup pays at width 768 on an H200
+    assert uses_sense_dedup(wide, "cuda") and not uses_sense_dedup(wide, "meta")
+    assert not uses_sense_dedup(BackpackConfig(**{**SMALL, "n_embd": 256, "n_head": 4}), "cuda")
     for forced in (True, False):
         config = BackpackConfig(**SMALL, sense_dedup=forced)
         assert uses_sense_dedup(config, "cpu") is forced is uses_sense_dedup(config, "cuda")
@@ -218,3 +221,21 @@ def test_generate_checks_its_arguments():
         with pytest.raises(ValueError, match=message):
             model.generate(**{"idx": prompt, "max_new_tokens": 2, **kwargs})
     assert model.generate(prompt, 0).shape == (1, 3)
+
+
+def test_auto_sense_sum_is_fused_on_a_cpu_and_a_hopper_gpu_with_triton(monkeypatch):
+    import importlib.util
+
+    from backpack.model import uses_fused_sense_sum
+    auto = BackpackConfig(**SMALL)
+    assert uses_fused_sense_sum(auto, "cpu") and not uses_fused_sense_sum(auto, "meta")
+    for way, expected in (("fused", True), ("per_sense", False)):
+        forced = BackpackConfig(**SMALL, sense_sum=way)
+        assert uses_fused_sense_sum(forced, "cpu") is expected is uses_fused_sense_sum(forced, "cuda")
+    real_find_spec = importlib.util.find_spec
+    for capability, has_triton, expected in (((9, 0), True, True), ((8, 0), True, False),
+                                             ((9, 0), False, False)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
+            (object() if has_triton else None) if name == "triton" else real_find_spec(name, *a)))
+        assert uses_fused_sense_sum(auto, "cuda") is expected, (capability, has_triton)
