@@ -828,6 +828,7 @@ def device_sense_profile(model: BackpackLM, x: torch.Tensor, rows: int = 10) -> 
     """On a GPU: computing the senses of x, forward and backward, per distinct id and
     at every position. For each way: its median wall time, the host-device waits it
     forces, host and device busy time, and the ops that kept the device busiest."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     def run(dedup: bool) -> None:
@@ -844,7 +845,8 @@ def device_sense_profile(model: BackpackLM, x: torch.Tensor, rows: int = 10) -> 
             run(dedup)
         events = prof.key_averages()
         host = sum(e.self_cpu_time_total for e in events) / 1e3
-        busy = sum(e.self_device_time_total for e in events) / 1e3
+        kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+        busy = sum(e.self_device_time_total for e in kernels) / 1e3  # ops not again
         report.append(
             f"dedup={dedup}: {wall * 1e3:.2f} ms wall, {waits} host-device waits, "
             f"host {host:.2f} ms, device busy {busy:.2f} ms\n"

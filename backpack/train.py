@@ -908,10 +908,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sense-dedup", action=argparse.BooleanOptionalAction,
                         default=None,
                         help="compute senses once per distinct token (default: "
-                        "auto, on a CPU only)")
+                        "auto: on a CPU, and on a GPU from width 512)")
     parser.add_argument("--sense-sum", default=None, choices=SENSE_SUM_WAYS,
                         help="how the senses are summed: one attention per sense, "
-                        "chapter 10's fused kernel, or auto (fused on a CPU; default)")
+                        "chapter 10's fused kernel, or auto (fused on a CPU and a "
+                        "Hopper GPU; default)")
     parser.add_argument("--save-dtype", default="float16",
                         choices=["float16", "bfloat16", "float32"])
 

@@ -54,7 +54,21 @@ def clean(path: Path) -> None:
             for output in cell.get("outputs", []):
                 if "execution_count" in output:
                     output["execution_count"] = count
+            cell.outputs = [o for o in map(drop_profiler_log, cell.get("outputs", [])) if o]
     write_nb(nb, path)
+
+
+def drop_profiler_log(output: dict) -> dict | None:
+    """PyTorch's profiler logs its start and stop to stderr from C++ ("USDT:...
+    profiler_start"), which no setting turns off; those lines say nothing to a reader, so
+    they are dropped from the stored output (an output left empty goes with them)."""
+    if output.get("output_type") != "stream" or output.get("name") != "stderr":
+        return output
+    lines = [line for line in output["text"].splitlines(True) if not line.startswith("USDT:")]
+    if not lines:
+        return None
+    output["text"] = "".join(lines)
+    return output
 
 
 def main(argv: list[str]) -> None:
