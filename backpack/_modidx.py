@@ -85,6 +85,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'backpack.checkpoint.to_public_key': ('checkpoints.html#to_public_key', 'backpack/checkpoint.py'),
                                      'backpack.checkpoint.to_public_state_dict': ( 'checkpoints.html#to_public_state_dict',
                                                                                    'backpack/checkpoint.py'),
+                                     'backpack.checkpoint.write_json': ('checkpoints.html#write_json', 'backpack/checkpoint.py'),
                                      'backpack.checkpoint.write_pretrained': ( 'checkpoints.html#write_pretrained',
                                                                                'backpack/checkpoint.py')},
             'backpack.data': { 'backpack.data.DataError': ('data.html#dataerror', 'backpack/data.py'),

@@ -24,8 +24,9 @@ from .weights import ConfigError
 __all__ = ['PREFIXES', 'CONV1D_LAYERS', 'IGNORED_SUFFIXES', 'ALIASES', 'StateDict', 'ARCHITECTURES', 'AUTO_MAP', 'BOOK_FIELDS',
            'REQUIRED_FIELDS', 'GPT2_USUAL', 'is_conv1d', 'layout_of', 'to_public_key', 'to_public_state_dict',
            'resolve_aliases', 'from_public_state_dict', 'config_to_json', 'layout_from_json', 'CheckpointError',
-           'check_supported', 'config_from_json', 'default_mode', 'atomic_write', 'replaced_folder', 'recover_folders',
-           'write_pretrained', 'save_pretrained', 'read_config', 'read_weights', 'load_state', 'load_pretrained']
+           'check_supported', 'config_from_json', 'default_mode', 'atomic_write', 'write_json', 'replaced_folder',
+           'recover_folders', 'write_pretrained', 'save_pretrained', 'read_config', 'read_weights', 'load_state',
+           'load_pretrained']
 
 # %% ../book/06_checkpoints.ipynb #0d45857d
 PREFIXES = {  # layout -> [(our prefix, public prefix)]
@@ -262,6 +263,13 @@ def atomic_write(path: Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json(path: Path, value, **options) -> None:
+    """value as JSON text (json.dumps options: indent, sort_keys, ...) and a newline,
+    written atomically."""
+    text = json.dumps(value, **options) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 # %% ../book/06_checkpoints.ipynb #626af000
 @contextmanager

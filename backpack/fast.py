@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import attention
-from .checkpoint import atomic_write
+from .checkpoint import write_json
 from .model import (
     BackpackConfig, BackpackLM, LanguageModel, LMOutput, TransformerLM,
     check_sampling_args, evaluating, language_model_loss, sample_next_token)
@@ -1282,8 +1282,7 @@ def goals(result: dict) -> dict:
 # %% ../book/10_speed.ipynb #a516b4ae
 def write_result(path: str, result: dict) -> None:
     """A benchmark result as JSON, written atomically (no reader sees half a file)."""
-    text = json.dumps(result, indent=1) + "\n"
-    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+    write_json(Path(path), result, indent=1)
 
 # %% ../book/10_speed.ipynb #bench-main
 def bench_main(argv: list[str] | None = None) -> dict:

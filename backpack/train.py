@@ -32,7 +32,7 @@ from torch.optim import Optimizer
 from .checkpoint import (CheckpointError, atomic_write, from_public_state_dict,
                                  layout_of, load_pretrained, load_state, read_weights,
                                  recover_folders, replaced_folder, save_pretrained,
-                                 write_pretrained)
+                                 write_json, write_pretrained)
 from .data import DATA_DIR, batch_at, load_tokens, read_token_file
 from .model import (SENSE_SUM_WAYS, BackpackConfig, BackpackLM, LanguageModel,
                             TransformerLM, evaluating)
@@ -986,8 +986,7 @@ def write_results(model: LanguageModel, args: argparse.Namespace, config: TrainC
     slice_loss = evaluate_tokens(saved, val_tokens, config.block_size,
                                  EVAL_SLICE_TOKENS, device=device)
     summary = run_summary(model, args, config, result, slice_loss, device)
-    text = json.dumps(summary, indent=2)
-    atomic_write(out / "results.json", lambda tmp: tmp.write_text(text))
+    write_json(out / "results.json", summary, indent=2)
     write_curves(out, args.model)
     return summary
 
@@ -1068,8 +1067,7 @@ def save_chapter_results(chapter: str, values: dict) -> Path:
     """Write a chapter's headline numbers (JSON-able) to data/results/<chapter>.json,
     atomically; `chapter_results` reads them back."""
     path = RESULTS_DIR / f"{chapter}.json"
-    text = json.dumps(values, indent=1, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    write_json(path, values, indent=1, sort_keys=True, allow_nan=False)
     return path
 
 

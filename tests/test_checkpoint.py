@@ -242,3 +242,14 @@ def test_recover_folders_restores_an_interrupted_swap_and_removes_temporaries(mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
     assert any("restored m" in line for line in done)
     assert isinstance(load_pretrained(tmp_path / "m"), BackpackLM)
+
+
+def test_write_json_is_whole_or_nothing(tmp_path):
+    from backpack.checkpoint import write_json
+    path = tmp_path / "out" / "values.json"
+    write_json(path, {"b": 1, "a": [1.5, "x"]}, indent=1, sort_keys=True)
+    assert path.read_text().endswith('"b": 1\n}\n') and json.loads(path.read_text()) == {"a": [1.5, "x"], "b": 1}
+    with pytest.raises(ValueError):  # NaN refused: the old file stays, no temporary file is left
+        write_json(path, {"a": float("nan")}, allow_nan=False)
+    assert json.loads(path.read_text()) == {"a": [1.5, "x"], "b": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["values.json"]
