@@ -51,7 +51,7 @@ __all__ = ['SENSE_SUMS', 'BENCH_USAGE', 'PEAK_BF16_FLOPS', 'sense_sum_reference'
            'fused_sense_sum', 'saved_bytes', 'TritonSenseSum', 'triton_sense_sum', 'sense_sum_value_chunks', 'left_pad',
            'GenerationCache', 'new_cache', 'weight_network_step', 'new_senses', 'vocab_sense_table', 'edited_senses',
            'backpack_step', 'transformer_step', 'generate_uncached', 'generate_cached', 'senses_by_position',
-           'distinct_sense_rows', 'forward_with_senses', 'backpack_forward', 'timed', 'host_device_waits',
+           'distinct_sense_rows', 'forward_with_senses', 'backpack_forward', 'median_seconds', 'host_device_waits',
            'device_sense_profile', 'accumulate_with_union_senses', 'training_variants', 'synchronize',
            'saved_activation_bytes', 'timed_step', 'first_steps', 'time_training_steps', 'peak_step_memory',
            'training_flops_per_token', 'mfu', 'arithmetic_floor', 'generation_rates', 'sample_batches', 'machine_name',
@@ -801,14 +801,19 @@ def backpack_forward(
     senses = senses_by_position(model, idx, dedup).transpose(1, 2)  # (b, k, n, d)
     return forward_with_senses(model, idx, senses, targets, sense_sum)
 
-# %% ../book/10_speed.ipynb #host-device-waits
-def timed(fn) -> float:
-    """Seconds that fn() takes (fn synchronizes the device itself)."""
-    start = time.perf_counter()
+# %% ../book/10_speed.ipynb #median-seconds
+def median_seconds(fn, repeats: int = 3) -> float:
+    """Median wall time of fn() (forward and backward inside; on a GPU, fn
+    synchronizes), after one warm-up."""
     fn()
-    return time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
-
+# %% ../book/10_speed.ipynb #host-device-waits
 def host_device_waits(fn) -> int:
     """How many times fn() makes the host wait for the GPU (PyTorch's sync debug mode
     warns at each)."""
@@ -837,8 +842,7 @@ def device_sense_profile(model: BackpackLM, x: torch.Tensor, rows: int = 10) -> 
 
     report = []
     for dedup in (True, False):
-        run(dedup)  # warm-up
-        wall = statistics.median(timed(lambda: run(dedup)) for _ in range(5))
+        wall = median_seconds(lambda: run(dedup), repeats=5)  # after a warm-up
         waits = host_device_waits(
             lambda: senses_by_position(model, x, dedup).sum().backward())
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
