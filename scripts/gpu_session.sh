@@ -36,13 +36,13 @@ from backpack.data import batch_at, load_tokens
 from backpack.fast import device_sense_profile
 from backpack.model import BackpackConfig, BackpackLM
 tokens = load_tokens("train")
-sizes = {"the book's d=256 (chapter 7's GPU runs)": dict(n_embd=256, n_layer=4, n_head=4, seq=256),
-         "the paper's Small": dict(n_embd=768, n_layer=12, n_head=12, seq=512)}
+sizes = {"the book's d=256 (chapter 7's GPU runs)":
+             dict(vocab_size=16384, n_embd=256, n_layer=4, n_head=4, n_positions=256),
+         "the paper's Small": BackpackConfig.preset("small").to_dict()}
 for name, size in sizes.items():
-    seq = size.pop("seq")
+    seq = size["n_positions"]
     torch.manual_seed(0)
-    model = BackpackLM(BackpackConfig(vocab_size=50264 if size["n_embd"] == 768 else 16384,
-                                      num_senses=16, n_positions=seq, **size)).cuda()
+    model = BackpackLM(BackpackConfig(**{**size, "num_senses": 16})).cuda()
     offsets = torch.randint(len(tokens) - seq - 1, (16384 // seq,), generator=torch.Generator().manual_seed(0))
     x = batch_at(tokens, offsets, seq)[0].cuda()
     print(f"== {name}, bf16: {x.shape[0]} x {seq} tokens, {len(torch.unique(x))} distinct ids")
