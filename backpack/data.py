@@ -7,11 +7,17 @@ random (input, target) batches for training."""
 # %% ../book/01_data.ipynb #8c6dbf5f
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
 import lzma
 import os
 import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
 
@@ -23,22 +29,66 @@ import backpack
 
 # %% auto #0
 __all__ = ['REPO_DIR', 'DATA_DIR', 'CACHE_DIR', 'CORPUS_DIR', 'CORPUS_FILES', 'MANIFEST_PATH', 'EOT', 'TOKENIZER_PATH',
-           'GPT2_DIR', 'PathLike', 'DataError', 'corpus_path', 'read_text', 'load_text', 'byte_level_bpe',
-           'text_chunks', 'train_tokenizer_from_texts', 'train_tokenizer', 'tokenizer_json', 'tokenizer_fingerprint',
-           'load_tokenizer', 'load_gpt2_tokenizer', 'encode_corpus', 'read_token_file', 'load_tokens', 'batch_at',
-           'get_batch', 'check_size']
+           'GPT2_DIR', 'PathLike', 'INSTALL_COMMAND', 'user_folder', 'is_checkout', 'find_data_dir', 'find_cache_dir',
+           'DataError', 'data_not_found_message', 'missing_data_file', 'corpus_path', 'read_text', 'load_text',
+           'byte_level_bpe', 'text_chunks', 'train_tokenizer_from_texts', 'train_tokenizer', 'tokenizer_json',
+           'tokenizer_fingerprint', 'load_tokenizer', 'load_gpt2_tokenizer', 'encode_corpus', 'read_token_file',
+           'load_tokens', 'batch_at', 'get_batch', 'check_size', 'is_book_data', 'data_source', 'holds_all_files',
+           'swap_in', 'install_data', 'install_report']
+
+# %% ../book/01_data.ipynb #data-folders
+def user_folder(kind: str) -> Path:
+    """This user's "data" or "cache" folder for the package: on Linux
+    $XDG_DATA_HOME/backpack or ~/.local/share/backpack, $XDG_CACHE_HOME/backpack or
+    ~/.cache/backpack; on macOS ~/Library/Application Support/backpack and
+    ~/Library/Caches/backpack; on Windows backpack and backpack-cache in
+    %LOCALAPPDATA%."""
+    if kind not in ("data", "cache"):
+        raise ValueError(f"kind must be 'data' or 'cache', got {kind!r}")
+    home = Path(os.path.expanduser("~"))
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local"
+        return Path(local) / ("backpack" if kind == "data" else "backpack-cache")
+    if sys.platform == "darwin":
+        library = "Application Support" if kind == "data" else "Caches"
+        return home / "Library" / library / "backpack"
+    xdg = os.environ.get(f"XDG_{kind.upper()}_HOME", "")
+    default = home / (".local/share" if kind == "data" else ".cache")
+    return (Path(xdg) if os.path.isabs(xdg) else default) / "backpack"  # XDG: absolute
+
+
+def is_checkout(repo: Path) -> bool:
+    """Whether repo, the folder above the package, is a clone of the book (rather than
+    the site-packages folder of an installed package)."""
+    return (repo / "pyproject.toml").is_file() and (repo / "book").is_dir()
+
+
+def find_data_dir(repo: Path) -> Path:
+    """$BACKPACK_DATA if set, else repo/data in a clone, else the user data folder
+    (which `python -m backpack data install` fills)."""
+    if os.environ.get("BACKPACK_DATA"):
+        return Path(os.environ["BACKPACK_DATA"]).expanduser().absolute()
+    if is_checkout(repo) and (repo / "data").is_dir():
+        return repo / "data"
+    return user_folder("data")
+
+
+def find_cache_dir(repo: Path) -> Path:
+    """$BACKPACK_CACHE if set, else repo/.cache/backpack in a clone, else the user
+    cache folder."""
+    if os.environ.get("BACKPACK_CACHE"):
+        return Path(os.environ["BACKPACK_CACHE"]).expanduser().absolute()
+    if is_checkout(repo):
+        return repo / ".cache" / "backpack"
+    return user_folder("cache")
 
 # %% ../book/01_data.ipynb #5e95d2fd
-# The package folder is backpack/, the repository is its parent. (`backpack.__file__`
-# rather than this module's `__file__`, so the same line also runs inside the notebook
-# that defines this module.)
+# The package folder is backpack/; its parent is the clone of the book (or, for an
+# installed package, site-packages). `backpack.__file__` rather than this module's
+# `__file__`, so the same line also runs inside the notebook that defines this module.
 REPO_DIR: Path = Path(backpack.__file__).resolve().parent.parent
-DATA_DIR: Path = REPO_DIR / "data"
-CACHE_DIR: Path = (
-    Path(os.environ["BACKPACK_CACHE"])
-    if os.environ.get("BACKPACK_CACHE")
-    else REPO_DIR / ".cache" / "backpack"
-)
+DATA_DIR: Path = find_data_dir(REPO_DIR)  # resolved once, at import
+CACHE_DIR: Path = find_cache_dir(REPO_DIR)
 
 CORPUS_DIR: Path = DATA_DIR / "corpus" / "gutenberg"
 CORPUS_FILES: dict[str, Path] = {
@@ -61,6 +111,38 @@ class DataError(ValueError):
 
     The message names the file and the fix."""
 
+# %% ../book/01_data.ipynb #data-errors
+INSTALL_COMMAND = "python -m backpack data install --from /path/to/backpack-book/data"
+
+
+def data_not_found_message() -> str:
+    """Where the book's data was looked for, and the command that installs it."""
+    if os.environ.get("BACKPACK_DATA"):
+        return (
+            f"$BACKPACK_DATA names {DATA_DIR}, which is not a folder: set it to the "
+            f"book's data folder, or unset it and run `{INSTALL_COMMAND}`"
+        )
+    looked = f"$BACKPACK_DATA (unset), {REPO_DIR / 'data'}, {user_folder('data')}"
+    return (
+        f"no book data found (looked in {looked}): run `{INSTALL_COMMAND}` or set "
+        "BACKPACK_DATA to the book's data folder"
+    )
+
+
+def missing_data_file(path: PathLike, what: str, fix: str) -> DataError:
+    """The error for a missing file: for a file of the book's data, how to get the
+    data back; for any other file, `fix`."""
+    path = Path(path)
+    if not path.is_relative_to(DATA_DIR):
+        return DataError(f"{what} {path} not found: {fix}")
+    if not DATA_DIR.is_dir():
+        return DataError(f"{what} {path} not found: {data_not_found_message()}")
+    if DATA_DIR == REPO_DIR / "data":
+        restore = f"restore it with `git checkout -- {path.relative_to(REPO_DIR)}`"
+    else:
+        restore = f"install the data again: `{INSTALL_COMMAND} --overwrite`"
+    return DataError(f"{what} {path} not found in the book's data folder: {restore}")
+
 # %% ../book/01_data.ipynb #810c041d
 def corpus_path(split_or_path: PathLike) -> Path:
     """The file of a split name ("train", "validation", "test") or a path.
@@ -76,11 +158,7 @@ def corpus_path(split_or_path: PathLike) -> Path:
                 f"{sorted(CORPUS_FILES)} or a path to a text file"
             )
     if not path.is_file():
-        raise DataError(
-            f"corpus file {path} not found: it ships with the repository under data/ "
-            f"(see data/README.md); restore it with `git checkout -- {path.name}` "
-            "or pass an existing file"
-        )
+        raise missing_data_file(path, "corpus file", "pass an existing text file")
     return path
 
 # %% ../book/01_data.ipynb #76b069ea
@@ -242,10 +320,11 @@ def load_tokenizer(path: PathLike = TOKENIZER_PATH) -> Tokenizer:
     By default, the committed 16k Gutenberg tokenizer."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(
-            f"tokenizer file {path} not found: run book/01_data.ipynb, which trains it "
-            f"and saves it (`train_tokenizer('train').save(str(path))`), or restore it "
-            "from git"
+        raise missing_data_file(
+            path,
+            "tokenizer file",
+            "pass a tokenizer saved with `Tokenizer.save`, or train one and save it: "
+            f"`train_tokenizer('train').save('{path}')`",
         )
     try:
         return Tokenizer.from_file(str(path))
@@ -266,10 +345,8 @@ def load_gpt2_tokenizer(
     No hub download; `<|endoftext|>` is token 50256."""
     for path in (Path(encoder_json), Path(vocab_bpe)):
         if not path.is_file():
-            raise DataError(
-                f"tokenizer file {path} not found: GPT-2's encoder.json and vocab.bpe "
-                f"ship under data/tokenizer/gpt2/ (see data/README.md); restore them "
-                "from git"
+            raise missing_data_file(
+                path, "tokenizer file", "pass GPT-2's encoder.json and vocab.bpe"
             )
     tokenizer = byte_level_bpe(models.BPE.from_file(str(encoder_json), str(vocab_bpe)))
     # EOT is already in the vocabulary (50256): this makes it match as one token
@@ -434,3 +511,132 @@ def _check_random_block(tokens: np.ndarray, block_size: int) -> None:
             f"{block_size} + 1 at a random offset: use a smaller block_size or a "
             "bigger corpus"
         )
+
+# %% ../book/01_data.ipynb #install-data-source
+def is_book_data(folder: Path) -> bool:
+    """Whether folder holds the book's data (its tokenizer and a models folder)."""
+    tokenizer = folder / "tokenizer" / "gutenberg-16k.json"
+    return tokenizer.is_file() and (folder / "models").is_dir()
+
+
+def data_source(source: PathLike | None = None) -> Path:
+    """The folder `data install` copies: source, or its data/ when it is the root of a
+    clone; by default the data/ of the clone this package runs from."""
+    if source is None:
+        if not is_checkout(REPO_DIR):
+            raise DataError(
+                "this package does not run from a clone of the book, so there is no "
+                "data/ to copy: pass --from /path/to/backpack-book/data"
+            )
+        source = REPO_DIR / "data"
+    folder = Path(source).expanduser().resolve()
+    if not folder.is_dir():
+        raise DataError(
+            f"{source} is not a folder: pass --from the data/ folder of a clone of the "
+            "book (/path/to/backpack-book/data)"
+        )
+    if not is_book_data(folder) and is_book_data(folder / "data"):
+        folder = folder / "data"  # the root of a clone
+    if not is_book_data(folder):
+        raise DataError(
+            f"{folder} is not the book's data folder (it has no "
+            "tokenizer/gutenberg-16k.json and models/): pass --from the data/ folder "
+            "of a clone of the book"
+        )
+    return folder
+
+# %% ../book/01_data.ipynb #install-data-swap
+def holds_all_files(old: Path, new: Path) -> bool:
+    """Whether every file under old is also under new, at the same place, identical."""
+    for file in old.rglob("*"):
+        twin = new / file.relative_to(old)
+        if not file.is_dir() and not (
+            twin.is_file() and filecmp.cmp(file, twin, shallow=False)
+        ):
+            return False
+    return True
+
+
+def swap_in(new: Path, target: Path) -> Path | None:
+    """Rename the folder new to target. A target that exists is moved aside first and
+    deleted only if new holds all its files; else it is kept and its path returned."""
+    if not target.exists():
+        os.rename(new, target)
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = target.with_name(f"{target.name}.previous-{stamp}-{uuid.uuid4().hex[:6]}")
+    os.rename(target, aside)
+    try:
+        os.rename(new, target)
+    except OSError:
+        os.rename(aside, target)  # put the old install back
+        raise
+    if holds_all_files(aside, target):
+        shutil.rmtree(aside)
+        return None
+    return aside
+
+# %% ../book/01_data.ipynb #install-data
+def install_data(
+    source: PathLike | None = None,
+    target: PathLike | None = None,
+    overwrite: bool = False,
+) -> list[str]:
+    """Copy the book's data folder to target (default: the user data folder): into a
+    temporary folder beside it, then renamed. Returns the lines of a report.
+
+    DataError for a bad source; FileExistsError if target holds files and not
+    overwrite."""
+    source = data_source(source)
+    target = Path(target or user_folder("data")).expanduser().resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise DataError(
+            f"cannot copy {source} to {target}: the same folder, or one holds the other"
+        )
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{target} is a file, not a folder: move it away first")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{target} already exists: pass --overwrite to replace it (the old "
+            "folder is kept beside the new one unless the copy holds all its files)"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        skip = shutil.ignore_patterns(".*.tmp*", "__pycache__", ".ipynb_checkpoints")
+        shutil.copytree(source, new, ignore=skip, dirs_exist_ok=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(new, 0o777 & ~umask)  # mkdtemp made it private to this user
+        kept = swap_in(new, target)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+    return install_report(source, target, kept)
+
+# %% ../book/01_data.ipynb #install-data-report
+def install_report(source: Path, target: Path, kept: Path | None) -> list[str]:
+    """What install_data copied and where, one line per top-level entry."""
+
+    def files(entry: Path) -> list[Path]:
+        if entry.is_file():
+            return [entry]
+        return [p for p in entry.rglob("*") if p.is_file()]
+
+    def size(paths: list[Path]) -> str:
+        return f"{sum(p.stat().st_size for p in paths) / 1e6:.1f} MB"
+
+    def count(paths: list[Path]) -> str:
+        return f"{len(paths)} file{'s' * (len(paths) != 1)}"
+
+    every = files(target)
+    lines = [f"copied {count(every)} ({size(every)}) from {source} to {target}:"]
+    for entry in sorted(target.iterdir()):
+        name = entry.name + ("/" if entry.is_dir() else "")
+        lines.append(f"  {name:14s} {count(files(entry)):>10s}  {size(files(entry))}")
+    if kept is not None:
+        lines.append(f"the files of the previous install are kept in {kept}")
+    active = find_data_dir(REPO_DIR)
+    if target == user_folder("data").resolve() and active.resolve() != target:
+        why = "$BACKPACK_DATA" if os.environ.get("BACKPACK_DATA") else "a clone"
+        lines.append(f"note: the package reads {active} first ({why})")
+    return lines

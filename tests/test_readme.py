@@ -24,6 +24,8 @@ SKIPPED = {  # command prefix -> why the smoke test does not run it
     "grep -v -e '^torch==' -e '^triton==' requirements.txt": "a pip install, for GPU machines",
     "pip install": "installs packages",
     "python -m backpack.fast": "a GPU benchmark of minutes; tests/test_fast.py runs its quick form",
+    "python -m backpack data": "writes to the user's data folder; tests/test_install.py runs "
+                               "`data install` and `data where` (a fresh venv, a temporary HOME)",
 }
 
 
