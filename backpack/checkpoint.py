@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import json
 import os
 import shutil
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .model import BackpackConfig, BackpackLM, LanguageModel, TransformerLM
@@ -22,11 +25,13 @@ from .weights import ConfigError
 
 # %% auto #0
 __all__ = ['PREFIXES', 'CONV1D_LAYERS', 'IGNORED_SUFFIXES', 'ALIASES', 'StateDict', 'ARCHITECTURES', 'AUTO_MAP', 'BOOK_FIELDS',
-           'REQUIRED_FIELDS', 'GPT2_USUAL', 'is_conv1d', 'layout_of', 'to_public_key', 'to_public_state_dict',
-           'resolve_aliases', 'from_public_state_dict', 'config_to_json', 'layout_from_json', 'CheckpointError',
-           'check_supported', 'config_from_json', 'default_mode', 'atomic_write', 'write_json', 'replaced_folder',
-           'recover_folders', 'write_pretrained', 'save_pretrained', 'read_config', 'read_weights', 'load_state',
-           'load_pretrained']
+           'BOOK_KEYS', 'REQUIRED_FIELDS', 'GPT2_USUAL', 'GPT2_VOCAB_SIZE', 'GPT2_EOT_ID', 'BOOK_EOT_ID', 'DTYPES',
+           'LAYOUT_NAMES', 'is_conv1d', 'layout_of', 'to_public_key', 'to_public_state_dict', 'resolve_aliases',
+           'from_public_state_dict', 'end_of_text_id', 'config_to_json', 'layout_from_json', 'CheckpointError',
+           'check_supported', 'book_fields', 'config_from_json', 'default_mode', 'atomic_write', 'write_json',
+           'replaced_folder', 'recover_folders', 'weights_digest', 'as_dtype', 'write_pretrained', 'save_pretrained',
+           'read_config_values', 'read_config', 'weights_file', 'check_state_dict', 'read_weights', 'some_keys',
+           'check_same_model', 'check_same_save', 'load_state', 'load_pretrained']
 
 # %% ../book/06_checkpoints.ipynb #0d45857d
 PREFIXES = {  # layout -> [(our prefix, public prefix)]
@@ -123,23 +128,42 @@ AUTO_MAP = {
     "AutoModelForCausalLM": "modeling_backpack_gpt2.BackpackGPT2LMHeadModel",
 }
 BOOK_FIELDS = ("sense_dedup", "divide_by_senses", "attention_backend", "sense_sum")
+BOOK_KEYS = (*BOOK_FIELDS, "weights_digest")  # what a backpack_book entry may hold
 REQUIRED_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
 GPT2_USUAL = {  # GPT-2's keys that our architecture does not vary, at the public values
     "n_inner": None, "activation_function": "gelu_new", "scale_attn_weights": True,
     "reorder_and_upcast_attn": False, "initializer_range": 0.02,
-    "bos_token_id": 50256, "eos_token_id": 50256, "summary_type": "cls_index",
-    "summary_use_proj": True, "summary_activation": None,
+    "summary_type": "cls_index", "summary_use_proj": True, "summary_activation": None,
     "summary_proj_to_labels": True, "summary_first_dropout": 0.1,
     "use_cache": True, "tie_word_embeddings": True,
 }  # fmt: skip
 
+# %% ../book/06_checkpoints.ipynb #3b332377
+GPT2_VOCAB_SIZE, GPT2_EOT_ID, BOOK_EOT_ID = 50257, 50256, 0
+
+
+def end_of_text_id(vocab_size: int) -> int:
+    """The id of `<|endoftext|>` in the tokenizer of a vocabulary this size: 50256
+    in GPT-2's (50257 tokens, or padded beyond), 0 in the book's (chapter 1)."""
+    return GPT2_EOT_ID if vocab_size >= GPT2_VOCAB_SIZE else BOOK_EOT_ID
+
 # %% ../book/06_checkpoints.ipynb #823d846e
-def config_to_json(config: BackpackConfig, layout: str) -> dict:
-    """The public config.json of a model."""
+def config_to_json(
+    config: BackpackConfig, layout: str, eot_token_id: int | None = None
+) -> dict:
+    """The public config.json of a model; eot_token_id: default end_of_text_id."""
+    eot = end_of_text_id(config.vocab_size) if eot_token_id is None else eot_token_id
+    if type(eot) is not int or not 0 <= eot < config.vocab_size:
+        raise ValueError(
+            f"eot_token_id={eot!r} is outside the vocabulary [0, {config.vocab_size}): "
+            f"pass the id of <|endoftext|> in the tokenizer that trained the model"
+        )
     out = {
         "model_type": "gpt2",
         "architectures": [ARCHITECTURES[layout]],
         **GPT2_USUAL,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
         "vocab_size": config.vocab_size,
         "n_positions": config.n_positions,
         "n_embd": config.n_embd,
@@ -208,6 +232,25 @@ def check_supported(values: dict, source: str) -> None:
             f"model uses one: set all three to the same value"
         )
 
+# %% ../book/06_checkpoints.ipynb #332d6e51
+def book_fields(values: dict, source: str) -> dict:
+    """The config fields of the backpack_book entry; refuse an unknown one (a typo)."""
+    book = values.get("backpack_book", {})
+    if not isinstance(book, dict):
+        raise CheckpointError(
+            f"{source}: backpack_book holds a JSON {type(book).__name__}; it must "
+            f"be an object of fields, such as {{\"sense_sum\": \"auto\"}}"
+        )
+    for key in book:
+        if key not in BOOK_KEYS:
+            close = difflib.get_close_matches(key, BOOK_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CheckpointError(
+                f"{source}: backpack_book has an unknown field {key!r}{hint}; the "
+                f"known fields are {list(BOOK_KEYS)}: correct the name or remove it"
+            )
+    return {key: book[key] for key in BOOK_FIELDS if key in book}
+
 # %% ../book/06_checkpoints.ipynb #b3d924a2
 def config_from_json(
     values: dict, source: str = "config.json"
@@ -226,7 +269,7 @@ def config_from_json(
         )
     layout = layout_from_json(values)
     check_supported(values, source)
-    book = values.get("backpack_book", {})
+    book = book_fields(values, source)
     by_layer = values.get("scale_attn_by_inverse_layer_idx", False)
     try:
         config = BackpackConfig(
@@ -236,7 +279,7 @@ def config_from_json(
             scale_attn_by_inverse_layer_idx=by_layer,
             num_senses=values.get("num_senses", 16),
             sense_intermediate_scale=values.get("sense_intermediate_scale", 4),
-            **{k: v for k, v in book.items() if k in BOOK_FIELDS},
+            **book,
         )
     except ConfigError as err:
         raise CheckpointError(f"{source}: {err}") from err
@@ -314,33 +357,95 @@ def recover_folders(folder: str | Path) -> list[str]:
     return done
 
 # %% ../book/06_checkpoints.ipynb #7ee39dbc
+def weights_digest(public: StateDict) -> str:
+    """A 16-hex-digit fingerprint of the tensors: names, dtypes, shapes and bytes."""
+    digest = hashlib.blake2b(digest_size=8)
+    for key in sorted(public):
+        tensor = public[key].contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+# %% ../book/06_checkpoints.ipynb #7bd2b57b
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def as_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A floating-point torch.dtype, or its name: 'float32', 'float16', 'bfloat16'."""
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(
+        f"dtype={dtype!r} is not allowed: choose one of {list(DTYPES)} (or a "
+        f"floating-point torch.dtype such as torch.float16)"
+    )
+
+# %% ../book/06_checkpoints.ipynb #9733f004
 def write_pretrained(
-    model: LanguageModel, folder: Path, dtype: torch.dtype | None = None
+    model: LanguageModel,
+    folder: Path,
+    dtype: str | torch.dtype | None = None,
+    eot_token_id: int | None = None,
 ) -> None:
-    """Write config.json and model.safetensors into folder (a folder being built)."""
+    """Write model.safetensors, then config.json, into folder, each atomically.
+
+    The weights go first: a crash between the two renames leaves new weights beside
+    the old config, and the digest both carry lets load_pretrained refuse the pair.
+    Then a pytorch_model.bin is removed: it would be a second, older copy of the
+    weights that other tools may read instead (Hugging Face's save_pretrained removes
+    it too). Every other file in folder is kept.
+    """
     layout = layout_of(model)
+    dtype = None if dtype is None else as_dtype(dtype)
+    config = config_to_json(model.config, layout, eot_token_id)  # refuse, then write
     state = {
         k: v.detach().to("cpu", dtype or v.dtype) for k, v in model.state_dict().items()
     }
     public = to_public_state_dict(state, layout)
-    save_file(public, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    config = config_to_json(model.config, layout)
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    digest = weights_digest(public)
+    config["backpack_book"]["weights_digest"] = digest
+    metadata = {"format": "pt", "weights_digest": digest}
+    atomic_write(
+        folder / "model.safetensors",
+        lambda tmp: save_file(public, str(tmp), metadata=metadata),
+    )
+    write_json(folder / "config.json", config, indent=2)
+    (folder / "pytorch_model.bin").unlink(missing_ok=True)
 
-
+# %% ../book/06_checkpoints.ipynb #6c3f6544
 def save_pretrained(
-    model: LanguageModel, path: str | Path, dtype: torch.dtype | None = None
+    model: LanguageModel,
+    path: str | Path,
+    dtype: str | torch.dtype | None = None,
+    eot_token_id: int | None = None,
 ) -> None:
-    """Save config.json and model.safetensors into the folder path, replacing it whole.
+    """Save config.json and model.safetensors into the folder path (made if needed).
 
-    dtype: store the weights in this dtype (float16 halves the file); default: as is.
+    Like Hugging Face's save_pretrained, it adds or replaces only its own files: a
+    tokenizer or notes beside them stay. A path that is a file is refused.
+    dtype: store the weights in this dtype ('float16' halves the file); default: as is.
+    eot_token_id: the id of `<|endoftext|>`, saved as bos_token_id and eos_token_id;
+    default: end_of_text_id(vocab_size).
     """
-    with replaced_folder(path) as folder:
-        write_pretrained(model, folder, dtype)
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise NotADirectoryError(
+                f"{part} is a file, not a folder: save_pretrained writes the folder "
+                f"{path} (config.json, model.safetensors); choose another path or "
+                f"move the file"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    write_pretrained(model, path, dtype, eot_token_id)
 
-# %% ../book/06_checkpoints.ipynb #7bd2b57b
-def read_config(path: Path) -> tuple[BackpackConfig, str]:
-    """The (config, layout) of a checkpoint folder's config.json."""
+# %% ../book/06_checkpoints.ipynb #e9614a9c
+def read_config_values(path: Path) -> dict:
+    """The parsed config.json of a checkpoint folder."""
     file = path / "config.json"
     if not file.is_file():
         raise FileNotFoundError(
@@ -348,34 +453,112 @@ def read_config(path: Path) -> tuple[BackpackConfig, str]:
             f"config.json and model.safetensors (save_pretrained)"
         )
     try:
-        values = json.loads(file.read_text(encoding="utf-8"))
+        return json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(
             f"{file} is not valid JSON ({err}): the file is damaged; "
             f"save the model again or restore the file"
         ) from err
-    return config_from_json(values, str(file))
 
-# %% ../book/06_checkpoints.ipynb #9733f004
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint folder (safetensors first; .bin: weights only)."""
+
+def read_config(path: Path) -> tuple[BackpackConfig, str]:
+    """The (config, layout) of a checkpoint folder's config.json."""
+    return config_from_json(read_config_values(path), str(path / "config.json"))
+
+# %% ../book/06_checkpoints.ipynb #c56c3603
+def weights_file(path: Path) -> Path:
+    """model.safetensors if the folder has one, else pytorch_model.bin."""
     safetensors, pickle = path / "model.safetensors", path / "pytorch_model.bin"
-    file = safetensors if safetensors.exists() else pickle
-    if not file.exists():
+    if safetensors.exists():
+        return safetensors
+    if not pickle.exists():
         raise FileNotFoundError(
             f"no model.safetensors or pytorch_model.bin in {path}: "
             f"is this a folder written by save_pretrained?"
         )
+    return pickle
+
+
+def check_state_dict(weights, file: Path) -> None:
+    """Refuse a file's content that is not a dict of name -> tensor."""
+    if not isinstance(weights, dict):
+        raise CheckpointError(
+            f"{file} holds a {type(weights).__name__}, not a state dict (a dict of "
+            f"parameter name -> tensor): save the weights with save_pretrained"
+        )
+    for key, value in weights.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{file} is not a state dict: its entry {key!r} holds a "
+                f"{type(value).__name__}, not a tensor; if the weights are inside it, "
+                f"save those alone (torch.save(checkpoint[{key!r}], ...))"
+            )
+
+# %% ../book/06_checkpoints.ipynb #7d4746a3
+def read_weights(path: Path) -> StateDict:
+    """The tensors of a checkpoint folder (safetensors first; .bin: weights only)."""
+    file = weights_file(path)
     try:
-        if file == safetensors:
-            return load_file(str(file))
-        return torch.load(file, map_location="cpu", weights_only=True)
+        if file.suffix == ".safetensors":
+            weights = load_file(str(file))
+        else:
+            weights = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # safetensors, pickle and zip each raise their own errors
         raise CheckpointError(
             f"cannot read {file}: {type(err).__name__}: {err}. The "
             f"file is truncated, corrupt or not a weights file; save "
             f"or copy it again"
         ) from err
+    check_state_dict(weights, file)
+    return weights
+
+# %% ../book/06_checkpoints.ipynb #c0bbe20d
+LAYOUT_NAMES = {"backpack": "a Backpack", "gpt2": "a Transformer (GPT-2 layout)"}
+
+
+def some_keys(keys: list[str]) -> str:
+    """The first three keys, and how many there are."""
+    return f"{len(keys)} such as {keys[:3]}" if keys else "none"
+
+
+def check_same_model(
+    public: StateDict, expected: set[str], layout: str, config_file: Path, file: Path
+) -> None:
+    """Refuse weights with keys that the model of config.json does not have."""
+    present = set(resolve_aliases(public, layout))
+    unexpected, missing = sorted(present - expected), sorted(expected - present)
+    if not unexpected:
+        return  # missing keys alone: load_state names them
+    prefixes = {"backpack": "backpack.", "gpt2": "transformer."}
+    stored_as = [
+        name
+        for name, prefix in prefixes.items()
+        if all(key.startswith(prefix) for key in present)
+    ]
+    looks = ""
+    if len(stored_as) == 1:
+        looks = f" but the weights are those of {LAYOUT_NAMES[stored_as[0]]}"
+    raise CheckpointError(
+        f"{config_file} and {file}: these files come from two different models. "
+        f"The config describes {LAYOUT_NAMES[layout]}{looks}; unexpected keys: "
+        f"{some_keys(unexpected)}; missing keys: {some_keys(missing)}. Put the "
+        f"config.json that was saved with these weights beside them"
+    )
+
+# %% ../book/06_checkpoints.ipynb #8ce4bcb7
+def check_same_save(values: dict, config_file: Path, file: Path) -> None:
+    """Refuse a config.json saved with other weights than those in file."""
+    if file.suffix != ".safetensors":
+        return  # a .bin carries no digest
+    with safe_open(str(file), "pt") as weights:
+        stored = (weights.metadata() or {}).get("weights_digest")
+    expected = values.get("backpack_book", {}).get("weights_digest")
+    if stored and expected and stored != expected:
+        raise CheckpointError(
+            f"{config_file} was saved with other weights than {file} (weights_digest "
+            f"{expected} vs {stored}): these files come from two different saves, "
+            f"perhaps an interrupted one; save the model again"
+        )
 
 # %% ../book/06_checkpoints.ipynb #4322cc1d
 def load_state(
@@ -405,22 +588,28 @@ def load_state(
 # %% ../book/06_checkpoints.ipynb #e51cf0bc
 def load_pretrained(
     path: str | Path,
-    dtype: torch.dtype = torch.float32,
+    dtype: str | torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     dropout: float | None = None,
 ) -> LanguageModel:
     """Load a BackpackLM or TransformerLM from a public-layout folder, in eval mode.
 
+    dtype: a torch.dtype or 'float32', 'float16', 'bfloat16'.
     dropout: replace the config's dropout rate (it acts in train mode: fine-tuning).
     """
-    path = Path(path)
-    config, layout = read_config(path)
+    path, dtype = Path(path), as_dtype(dtype)
+    values = read_config_values(path)
+    config_file = path / "config.json"
+    config, layout = config_from_json(values, str(config_file))
     if dropout is not None:
         config = BackpackConfig(**{**config.to_dict(), "dropout": dropout})
     model_class = BackpackLM if layout == "backpack" else TransformerLM
     with torch.device("meta"):  # no memory, no init: every tensor is overwritten below
         model = model_class(config)
     model = model.to_empty(device="cpu")
-    state = from_public_state_dict(read_weights(path), layout)
-    load_state(model, state, source=str(path))
+    file, public = weights_file(path), read_weights(path)
+    expected = {to_public_key(key, layout) for key in model.state_dict()}
+    check_same_model(public, expected, layout, config_file, file)
+    check_same_save(values, config_file, file)
+    load_state(model, from_public_state_dict(public, layout), source=str(path))
     return model.to(device=device, dtype=dtype).eval()

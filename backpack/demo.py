@@ -6,14 +6,17 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
 import io
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from backpack.analysis import (
     contributions,
@@ -37,15 +40,18 @@ from backpack.interventions import (
     intervene,
     reweight,
     sense_gap_contributions,
+    sense_peaks,
     topic_bag,
     topic_scores,
     topic_weights,
 )
+from .checkpoint import atomic_write
 from .train import load_trained
 
 # %% auto #0
-__all__ = ['HELP', 'Demo', 'debias_edit', 'active_edits', 'continue_prompt', 'explain', 'whole_number', 'set_intervention',
-           'describe', 'run_command', 'parse_args', 'main', 'widget_commands', 'run_lines', 'demo_widget']
+__all__ = ['HELP', 'Demo', 'debias_edit', 'weights_fingerprint', 'cached_sense_peaks', 'topic_scores_of', 'active_edits',
+           'continue_prompt', 'explain', 'whole_number', 'set_intervention', 'describe', 'run_command', 'parse_args',
+           'main', 'widget_commands', 'run_lines', 'demo_widget']
 
 # %% ../book/09b_demo.ipynb #d3c961bc
 HELP = """commands: TEXT (continue it) | :senses WORD | :why | :debias on|off |
@@ -77,6 +83,7 @@ class Demo:
         self.last_prompt: list[int] | None = None
         self.gender_edit: SenseEdit | None = None  # found on first use, then kept
         self.scores_by_topic: dict[str, torch.Tensor] = {}  # (vocab, k), as above
+        self.peaks: torch.Tensor | None = None  # (vocab, k): every sense's top logit
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -97,16 +104,65 @@ def debias_edit(demo: Demo) -> SenseEdit:
     return demo.gender_edit
 
 
+def weights_fingerprint(model) -> str:
+    """sha256 of the tensors sense_peaks reads: E and the sense network's weights."""
+    digest = hashlib.sha256()
+    for name, tensor in [("E", model.word_embeddings)] + sorted(
+        model.sense_network.state_dict().items()
+    ):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def cached_sense_peaks(demo: Demo) -> torch.Tensor:
+    """sense_peaks of the demo's model: kept, from CACHE_DIR/sense_peaks when an
+    earlier session computed them, else computed with progress and saved there."""
+    if demo.peaks is not None:
+        return demo.peaks
+    path = CACHE_DIR / "sense_peaks" / f"{weights_fingerprint(demo.model)}.safetensors"
+    if path.is_file():
+        demo.peaks = load_file(path)["peaks"]
+        return demo.peaks
+    vocab, k = demo.model.config.vocab_size, demo.model.config.num_senses
+    print(
+        f"scoring {vocab:,} x {k} senses against the vocabulary (once; 15-50 s on "
+        f"a 2-core CPU, then cached in {path.parent}):",
+        end="", file=demo.out, flush=True,
+    )
+    start, shown = time.perf_counter(), [0]
+
+    def progress(done: int, total: int) -> None:
+        while done * 10 >= (shown[0] + 1) * total:  # a mark every 10%
+            shown[0] += 1
+            print(f" {shown[0] * 10}%", end="", file=demo.out, flush=True)
+
+    demo.peaks = sense_peaks(demo.model, progress=progress)
+    demo.say(f" done in {time.perf_counter() - start:.0f} s")
+    try:
+        atomic_write(path, lambda tmp: save_file({"peaks": demo.peaks}, str(tmp)))
+    except OSError as error:  # a read-only or full cache costs the next session time
+        demo.say(f"(not cached: {error})")
+    return demo.peaks
+
+
+def topic_scores_of(demo: Demo, name: str) -> torch.Tensor:
+    """The scores (vocab, k) of the senses for topic name, computed once, then kept."""
+    if name not in demo.scores_by_topic:
+        peaks = cached_sense_peaks(demo)
+        demo.say(f"scoring the {peaks.numel():,} senses for {name!r}...")
+        bag = topic_bag(demo.tokenizer, TOPICS[name])
+        demo.scores_by_topic[name] = topic_scores(demo.model, [bag], peaks=peaks)[0]
+    return demo.scores_by_topic[name]
+
+
 def active_edits(demo: Demo) -> list[SenseEdit]:
     """The interventions that are on, in the order they apply: debiasing, topic
     steering (a fresh one per continuation: it anneals with the text), the fact."""
     edits = [debias_edit(demo)] if demo.debias else []
     if demo.topic is not None:
         name, strength = demo.topic
-        if name not in demo.scores_by_topic:  # every sense of the vocabulary, scored
-            bag = topic_bag(demo.tokenizer, TOPICS[name])
-            demo.scores_by_topic[name] = topic_scores(demo.model, [bag])[0]
-        weights = topic_weights(demo.scores_by_topic[name], strength)
+        weights = topic_weights(topic_scores_of(demo, name), strength)
         edits.append(TopicSteering(demo.model, weights))
     if demo.fact is not None:
         edits.append(edit_fact(demo.model, *demo.fact))
@@ -178,6 +234,8 @@ def set_intervention(demo: Demo, name: str, args: list[str]) -> bool:
             raise ValueError(f"unknown topic {args[0]!r}; choose one of {list(TOPICS)}")
         strength = check_strength(whole_number(args[1], "strength"))
         demo.topic = (args[0], strength) if strength > 0 else None
+        if demo.topic is not None:
+            topic_scores_of(demo, args[0])  # score now, so that its messages come first
     elif name == ":edit" and args == ["off"]:
         demo.fact = None
     elif name == ":edit" and len(args) == 3:

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -45,13 +46,14 @@ __all__ = ['DECAYS', 'DTYPES', 'POSITIVE_INTS', 'SWITCHES', 'RUN_FILES', 'EXACT_
            'evaluate_tokens', 'check_finite', 'save_checkpoint', 'list_checkpoints', 'latest_checkpoint',
            'read_trainer_state', 'load_checkpoint', 'RunLocked', 'lock_folder', 'run_lock', 'prepare_out_dir',
            'token_fingerprint', 'check_resume', 'cut_metrics', 'TrainingDiverged', 'divergence_message',
-           'optimizer_step', 'TrainResult', 'perplexity', 'format_metrics', 'resolve_device', 'autocast_for',
-           'check_run', 'check_resumable', 'start_run', 'train', 'Run', 'setup_process', 'start_process', 'wrap_model',
-           'run_steps', 'training_step', 'mean_over_processes', 'set_learning_rate', 'after_step', 'every', 'record',
-           'Clock', 'progress_bar', 'plot_curves', 'read_metrics', 'build_model', 'model_from_args',
-           'add_model_arguments', 'add_train_config_arguments', 'parse_args', 'config_from_args', 'tokens_from_args',
-           'device_name', 'run_summary', 'write_results', 'write_curves', 'main', 'cli', 'trained_model_dir',
-           'load_trained', 'read_results', 'results_table', 'save_chapter_results', 'chapter_results']
+           'optimizer_step', 'TrainResult', 'perplexity', 'format_metrics', 'resolve_device', 'cpu_has_native_bf16',
+           'autocast_for', 'check_run', 'check_resumable', 'start_run', 'train', 'Run', 'setup_process',
+           'start_process', 'wrap_model', 'run_steps', 'training_step', 'mean_over_processes', 'set_learning_rate',
+           'after_step', 'every', 'record', 'Clock', 'progress_bar', 'plot_curves', 'read_metrics', 'build_model',
+           'model_from_args', 'add_model_arguments', 'add_train_config_arguments', 'parse_args', 'config_from_args',
+           'tokens_from_args', 'device_name', 'run_summary', 'write_results', 'write_curves', 'main', 'cli',
+           'trained_model_dir', 'load_trained', 'read_results', 'results_table', 'save_chapter_results',
+           'chapter_results']
 
 # %% ../book/07_training.ipynb #3c8f8efe
 @dataclass
@@ -552,13 +554,33 @@ def resolve_device(config: TrainConfig, local_rank: int) -> torch.device:
     return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether PyTorch runs bfloat16 matrix products on this CPU with bfloat16
+    instructions (x86 AVX-512 BF16 or AMX, not capped by ATEN_CPU_CAPABILITY or
+    ONEDNN_MAX_CPU_ISA); without them bfloat16 is emulated, and slower than float32."""
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if isa != "ALL" and "BF16" not in isa and "AMX" not in isa:
+        return False
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def autocast_for(config: TrainConfig, device: torch.device):
-    """A context-manager factory for the run's mixed precision (or none)."""
+    """A context-manager factory for the run's mixed precision (or none): "auto" is
+    bfloat16 on a GPU and float32 on a CPU."""
     name = config.dtype
     if name == "auto":
         name = "bfloat16" if device.type == "cuda" else "float32"
     if name == "float32":
         return nullcontext
+    if device.type == "cpu" and name == "bfloat16" and not cpu_has_native_bf16():
+        warnings.warn(
+            "this CPU has no bfloat16 instructions: bfloat16 autocast is emulated and "
+            "runs several times slower than float32 here; use dtype='float32' "
+            "(--dtype float32)",
+            stacklevel=2,
+        )
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[name]
     return lambda: torch.autocast(device.type, dtype=dtype)
 
@@ -1028,16 +1050,30 @@ def cli() -> None:
         sys.exit(f"python -m backpack.train: error: {err}")
 
 # %% ../book/07_training.ipynb #4d9780b4
+from .data import data_not_found_message
+
+
 def trained_model_dir(name: str) -> Path:
-    """data/models/<name>, e.g. 'backpack-gutenberg' or 'transformer-gutenberg'."""
-    folder = DATA_DIR / "models" / name
-    if not (folder / "config.json").exists():
-        models = DATA_DIR / "models"
-        available = sorted(p.name for p in models.glob("*") if p.is_dir())
+    """data/models/<name>, e.g. 'backpack-gutenberg' or 'transformer-gutenberg': a
+    folder that holds a model's config.json (and its weights)."""
+    models = DATA_DIR / "models"
+    folder = models / name
+    if (folder / "config.json").is_file():
+        return folder
+    if not DATA_DIR.is_dir():
         raise FileNotFoundError(
-            f"no trained model {name!r} in {folder.parent}; available: {available}"
+            f"no trained model {name!r}: {data_not_found_message()}"
         )
-    return folder
+    loadable = sorted(p.parent.name for p in models.glob("*/config.json"))
+    if folder.is_dir():
+        held = sorted(p.name for p in folder.iterdir())
+        raise FileNotFoundError(
+            f"{name!r} is not a model that can be loaded: {folder} holds {held} but no "
+            f"config.json; loadable models: {loadable}"
+        )
+    raise FileNotFoundError(
+        f"no trained model {name!r} in {models}; loadable models: {loadable}"
+    )
 
 
 def load_trained(name: str) -> LanguageModel:
@@ -1075,9 +1111,9 @@ def chapter_results(chapter: str) -> dict:
     """The numbers book/<chapter>.ipynb saved; a clear error if it has not saved any."""
     path = RESULTS_DIR / f"{chapter}.json"
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: run book/{chapter}.ipynb, which writes it"
-        )
+        fix = (f"run book/{chapter}.ipynb, which writes it" if DATA_DIR.is_dir()
+               else data_not_found_message())
+        raise FileNotFoundError(f"{path} does not exist: {fix}")
     return json.loads(path.read_text())
 
 # %% ../book/07_training.ipynb #505993a5

@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from backpack.checkpoint import (load_pretrained, load_state, from_public_state_dict, read_weights,
-                                 recover_folders, save_pretrained)
+import backpack.checkpoint
+from backpack.checkpoint import (CheckpointError, load_pretrained, load_state, from_public_state_dict,
+                                 read_weights, recover_folders, replaced_folder, save_pretrained)
 from backpack.model import BackpackConfig, BackpackLM, TransformerLM
 
 CFG = dict(vocab_size=101, n_positions=24, n_embd=32, n_layer=2, n_head=2, num_senses=4)
@@ -130,7 +131,7 @@ def test_missing_and_unexpected_keys_are_refused(model, tmp_path):
     public["backpack.sense_network.ln.bias"] = torch.zeros(32)
     public["backpack.something_else.weight"] = torch.zeros(3)
     save_file(public, str(tmp_path / "model.safetensors"))
-    with pytest.raises(KeyError, match="something_else"):
+    with pytest.raises(CheckpointError, match=r"two different models.*'backpack\.something_else"):
         load_pretrained(tmp_path)
 
 
@@ -217,20 +218,159 @@ def test_old_format_configs_are_still_read(model, tmp_path):
     assert isinstance(load_pretrained(tmp_path), BackpackLM)
 
 
-def test_save_replaces_the_folder_as_a_whole_with_umask_permissions(model, tmp_path):
+def test_save_keeps_the_folders_other_files_with_umask_permissions(model, tmp_path):
     target = tmp_path / "m"
     save_pretrained(model, target)
-    (target / "stray.txt").write_text("from an earlier save")
+    (target / "tokenizer.json").write_text('{"mine": 1}')
+    (target / "notes").mkdir()
+    (target / "notes" / "run.txt").write_text("lr 1e-3")
     old_mask = os.umask(0o022)
     try:
         save_pretrained(model, target)
+        save_pretrained(model, tmp_path / "new")
     finally:
         os.umask(old_mask)
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
-    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "notes",
+                                                        "tokenizer.json"]
+    assert (target / "tokenizer.json").read_text() == '{"mine": 1}'
+    assert (target / "notes" / "run.txt").read_text() == "lr 1e-3"
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o755
     for name in ("config.json", "model.safetensors"):
         assert stat.S_IMODE((target / name).stat().st_mode) == 0o644
-    assert [p.name for p in tmp_path.iterdir()] == ["m"]   # no temporary left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "new"]   # no temporary left behind
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]
+
+
+def test_save_replaces_a_stale_pytorch_model_bin(model, tmp_path):
+    """Hugging Face's layout: the new model.safetensors is the weights; an old .bin would be a
+    second, older copy that other tools could read instead."""
+    model.save_pretrained(tmp_path)
+    torch.save({"old": torch.zeros(1)}, tmp_path / "pytorch_model.bin")
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_save_onto_a_file_is_refused_and_the_file_untouched(model, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes")
+    with pytest.raises(NotADirectoryError, match="notes.txt is a file, not a folder"):
+        save_pretrained(model, target)
+    assert target.read_text() == "my notes"
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_failure_while_writing_the_weights_leaves_the_old_files(model, tmp_path, monkeypatch):
+    model.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def half_then_fail(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(backpack.checkpoint, "save_file", half_then_fail)
+    torch.manual_seed(1)
+    other = BackpackLM(BackpackConfig(**CFG)).eval()
+    with pytest.raises(OSError, match="No space left"):
+        other.save_pretrained(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary either
+    x = torch.randint(CFG["vocab_size"], (2, 9))
+    assert torch.equal(load_pretrained(tmp_path)(x).logits, model(x).logits)
+
+
+def test_new_weights_beside_an_old_config_are_refused(model, tmp_path, monkeypatch):
+    """A crash between the two renames: the weights digest in config.json tells them apart."""
+    model.save_pretrained(tmp_path)
+
+    def crash(path, value, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backpack.checkpoint, "write_json", crash)
+    torch.manual_seed(1)
+    retrained = BackpackLM(BackpackConfig(**CFG)).eval()
+    with pytest.raises(KeyboardInterrupt):
+        retrained.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="two different saves"):
+        load_pretrained(tmp_path)
+    monkeypatch.undo()
+    retrained.save_pretrained(tmp_path)   # saving again repairs it
+    x = torch.randint(CFG["vocab_size"], (2, 9))
+    assert torch.equal(load_pretrained(tmp_path)(x).logits, retrained(x).logits)
+
+
+def test_the_same_model_saves_the_same_config(model, tmp_path):
+    """The weights digest depends on the weights only: saving again changes no byte of config.json."""
+    model.save_pretrained(tmp_path / "a")
+    model.save_pretrained(tmp_path / "b")
+    assert (tmp_path / "a" / "config.json").read_bytes() == (tmp_path / "b" / "config.json").read_bytes()
+
+
+def test_replaced_folder_still_swaps_a_folder_whole(tmp_path):
+    """Chapter 7's training checkpoints use it: a folder that the code owns entirely."""
+    (tmp_path / "step").mkdir()
+    (tmp_path / "step" / "old.txt").write_text("old")
+    with replaced_folder(tmp_path / "step") as folder:
+        (folder / "new.txt").write_text("new")
+    assert [p.name for p in (tmp_path / "step").iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["step"]
+
+
+@pytest.mark.parametrize("dtype, expected", [("float16", torch.float16), ("bfloat16", torch.bfloat16),
+                                             ("float32", torch.float32), (torch.float16, torch.float16)])
+def test_dtype_by_name_or_torch_dtype(model, tmp_path, dtype, expected):
+    model.save_pretrained(tmp_path)
+    loaded = load_pretrained(tmp_path, dtype=dtype)
+    assert loaded.word_embeddings.dtype == expected
+    assert isinstance(BackpackLM.from_pretrained(tmp_path, dtype=dtype), BackpackLM)
+    save_pretrained(model, tmp_path / "s", dtype=dtype)
+    assert {t.dtype for t in load_file(str(tmp_path / "s" / "model.safetensors")).values()} == {expected}
+
+
+@pytest.mark.parametrize("vocab_size, end_of_text", [(101, 0), (16384, 0), (50257, 50256), (50264, 50256)])
+def test_saved_token_ids_are_the_tokenizers_end_of_text(vocab_size, end_of_text, tmp_path):
+    from backpack.checkpoint import config_to_json, end_of_text_id
+    config = BackpackConfig(**{**CFG, "vocab_size": vocab_size})
+    assert end_of_text_id(vocab_size) == end_of_text
+    values = config_to_json(config, "backpack")
+    assert values["bos_token_id"] == values["eos_token_id"] == end_of_text
+    assert config_to_json(config, "gpt2", eot_token_id=7)["eos_token_id"] == 7
+
+
+def test_saved_token_ids_come_from_the_model(model, tmp_path):
+    model.save_pretrained(tmp_path / "a")
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["bos_token_id"] == saved["eos_token_id"] == 0 < CFG["vocab_size"]
+    save_pretrained(model, tmp_path / "b", eot_token_id=100)
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["bos_token_id"] == saved["eos_token_id"] == 100
+
+
+def test_loading_keeps_what_an_old_config_says(model, tmp_path):
+    """An old config with out-of-range ids still loads; the file is not rewritten."""
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(bos_token_id=50256, eos_token_id=50256)
+    text = json.dumps(config)
+    (tmp_path / "config.json").write_text(text)
+    assert isinstance(load_pretrained(tmp_path), BackpackLM)
+    assert (tmp_path / "config.json").read_text() == text
+
+
+MODELS = Path(__file__).parent.parent / "data" / "models"
+
+
+@pytest.mark.parametrize("config_file", sorted(MODELS.rglob("config.json")), ids=lambda p: p.parent.name)
+def test_committed_configs_name_their_tokenizers_end_of_text(config_file):
+    from backpack.data import EOT, load_tokenizer
+    values = json.loads(config_file.read_text())
+    tokenizer = load_tokenizer()  # the book's tokenizer trained every committed model
+    assert values["vocab_size"] == tokenizer.get_vocab_size()
+    for key in ("bos_token_id", "eos_token_id"):
+        assert 0 <= values[key] < values["vocab_size"]
+        assert values[key] == tokenizer.token_to_id(EOT) == 0
+
+
+def test_committed_configs_exist():
+    assert len(list(MODELS.rglob("config.json"))) >= 2
 
 
 def test_recover_folders_restores_an_interrupted_swap_and_removes_temporaries(model, tmp_path):

@@ -8,22 +8,68 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_demo(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_demo(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     return subprocess.run([sys.executable, "-m", "backpack", *args], input=stdin, text=True,
                           capture_output=True, cwd=ROOT, env=env, timeout=300)
 
 
-def test_non_interactive_prompt_with_an_intervention():
-    result = run_demo("demo", "--prompt", "The captain said", "--max-new-tokens", "5",
-                      "--seed", "1", "--topic", "sea", "1")
+def continuations(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("[")]
+
+
+def test_non_interactive_prompt_with_an_intervention(tmp_path):
+    args = ("demo", "--prompt", "The captain said", "--max-new-tokens", "5", "--seed", "1",
+            "--topic", "sea", "1")
+    result = run_demo(*args, BACKPACK_CACHE=str(tmp_path))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.startswith("loading the Backpack")
+    # the slow step says what it does before it starts, and shows its progress
+    assert "scoring 16,384 x 16 senses against the vocabulary (once;" in out
+    assert " 10% 20% 30% 40% 50% 60% 70% 80% 90% 100% done in " in out
+    assert out.index("scoring 16,384") < out.index("[unmodified]")
     assert "[unmodified] The captain said" in out and "[intervened] The captain said" in out
-    again = run_demo("demo", "--prompt", "The captain said", "--max-new-tokens", "5",
-                     "--seed", "1", "--topic", "sea", "1")
-    assert again.stdout == out  # seeded: the same text twice
+    assert len(list((tmp_path / "sense_peaks").glob("*.safetensors"))) == 1
+    again = run_demo(*args, BACKPACK_CACHE=str(tmp_path))
+    assert "scoring 16,384 x 16" not in again.stdout  # the peaks come from the cache
+    assert continuations(again.stdout) == continuations(out)  # seeded: the same text twice
+
+
+def test_cached_peaks_are_the_computed_ones(tmp_path, monkeypatch):
+    """The demo's cache of sense_peaks returns exactly what sense_peaks computes, and a
+    model with other weights gets its own entry."""
+    import io
+
+    import torch
+
+    import backpack.demo as demo_module
+    from backpack.demo import Demo, cached_sense_peaks
+    from backpack.interventions import sense_peaks
+    from backpack.model import BackpackConfig, BackpackLM
+
+    monkeypatch.setattr(demo_module, "CACHE_DIR", tmp_path)
+    torch.manual_seed(0)
+    config = BackpackConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                            num_senses=4)
+    model = BackpackLM(config).eval()
+
+    def fresh_demo() -> Demo:
+        demo = Demo.__new__(Demo)  # the state without loading the book's model
+        demo.model, demo.out, demo.peaks = model, io.StringIO(), None
+        return demo
+
+    computed = cached_sense_peaks(fresh_demo())
+    assert torch.equal(computed, sense_peaks(model))
+    loaded = fresh_demo()
+    assert torch.equal(cached_sense_peaks(loaded), computed)
+    assert loaded.out.getvalue() == ""  # from the file, silently
+    with torch.no_grad():
+        model.sense_network.final_mlp.c_proj.weight.add_(0.1)
+    changed = fresh_demo()
+    assert torch.equal(cached_sense_peaks(changed), sense_peaks(model))
+    assert "scoring" in changed.out.getvalue()
+    assert len(list((tmp_path / "sense_peaks").glob("*.safetensors"))) == 2
 
 
 def test_interactive_session_through_stdin_survives_bad_input():

@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -354,3 +355,28 @@ def test_chapter_results_round_trip_atomically_and_refuse_nan(tmp_path, monkeypa
         train_module.save_chapter_results("09_interventions", {"bias": math.nan})
     assert train_module.chapter_results("09_interventions") == values
     assert [p.name for p in path.parent.iterdir()] == ["09_interventions.json"]  # no temp file
+
+
+def test_bf16_counts_as_native_only_with_the_instructions(monkeypatch):
+    """auto never takes bf16 on a CPU, and asking for it where it is emulated warns."""
+    import warnings
+
+    from backpack.train import TrainConfig, autocast_for, cpu_has_native_bf16
+
+    cpu = torch.device("cpu")
+    assert autocast_for(TrainConfig(dtype="auto"), cpu) is nullcontext
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not cpu_has_native_bf16()
+    with pytest.warns(UserWarning, match="no bfloat16 instructions"):
+        autocast_for(TrainConfig(dtype="bfloat16"), cpu)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert cpu_has_native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")  # oneDNN capped below BF16
+    assert not cpu_has_native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert cpu_has_native_bf16()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        autocast_for(TrainConfig(dtype="bfloat16"), cpu)
