@@ -233,6 +233,11 @@ def contributions(
             f"idx must be one prompt of shape (n,) or (1, n), got {tuple(idx.shape)}"
         )
     n, n_ctx = idx.shape[1], model.config.n_positions
+    if n == 0:
+        raise ValueError(
+            "the prompt is empty (its text may encode to no tokens): contributions "
+            "explain a prediction at one of its positions, so give at least one token"
+        )
     if n > n_ctx:
         raise ValueError(
             f"the prompt has {n} tokens, more than the context of {n_ctx}: "

@@ -6,10 +6,14 @@ control and knowledge editing (chapter 9)."""
 
 from __future__ import annotations
 
+import inspect
+import numbers
 import re
+import reprlib
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
@@ -19,12 +23,12 @@ from .model import BackpackLM, LanguageModel, TransformerLM
 
 # %% auto #0
 __all__ = ['SenseEdit', 'TokenRun', 'PROFESSIONS', 'EVALUATION_PROMPTS', 'ESTIMATION_PROMPTS', 'TOPICS', 'TOPIC_STRENGTHS',
-           'as_run', 'occurrences', 'check_sense', 'SenseScale', 'reweight', 'intervene', 'SenseReplace',
-           'replace_senses', 'add_to_senses', 'token_senses', 'fill', 'last_logits', 'pronoun_gap', 'bias_score',
-           'sense_gap_contributions', 'fit_sense_weights', 'project_out', 'touched_windows', 'summed_losses',
-           'next_word_curve', 'edit_senses', 'edit_fact', 'prediction_change', 'topic_bag', 'topic_scores',
-           'check_strength', 'band_weights', 'topic_weights', 'check_topic_deltas', 'TopicSteering',
-           'continuation_perplexity', 'topic_rate']
+           'as_run', 'occurrences', 'check_sense', 'sense_indices', 'SenseScale', 'reweight', 'check_edit', 'intervene',
+           'SenseReplace', 'replace_senses', 'add_to_senses', 'token_senses', 'fill', 'encode_prompts', 'right_padded',
+           'last_logits', 'pronoun_gap', 'bias_score', 'sense_gap_contributions', 'fit_sense_weights', 'project_out',
+           'touched_windows', 'summed_losses', 'next_word_curve', 'edit_senses', 'edit_fact', 'prediction_change',
+           'topic_bag', 'sense_peaks', 'topic_scores', 'check_strength', 'band_weights', 'topic_weights',
+           'check_topic_deltas', 'TopicSteering', 'continuation_perplexity', 'topic_rate']
 
 # %% ../book/09_interventions.ipynb #8fd77e46
 SenseEdit = Callable[
@@ -37,9 +41,11 @@ TokenRun = tuple[
 
 def as_run(token: int | Sequence[int]) -> TokenRun:
     """A token id or a sequence of ids (the pieces of one word) as a tuple of ints."""
-    if isinstance(token, torch.Tensor):
+    if isinstance(token, (torch.Tensor, np.ndarray)):
         token = token.tolist()
-    return (int(token),) if isinstance(token, int) else tuple(int(t) for t in token)
+    if isinstance(token, numbers.Integral):  # an int or a numpy integer: one token
+        return (int(token),)
+    return tuple(int(t) for t in token)
 
 
 def occurrences(idx: torch.Tensor, run: TokenRun) -> torch.Tensor:
@@ -57,16 +63,45 @@ def occurrences(idx: torch.Tensor, run: TokenRun) -> torch.Tensor:
 
 # %% ../book/09_interventions.ipynb #e00d0644
 def check_sense(model: BackpackLM, sense: int) -> int:
-    """sense as an int if 0 <= sense < k, else an IndexError naming the range."""
+    """sense as an int if it is an integer (an int, a numpy integer, a 0-d integer
+    tensor) with 0 <= sense < k; else a TypeError, or an IndexError naming the range."""
+    if isinstance(sense, (torch.Tensor, np.ndarray)) and sense.ndim == 0:
+        sense = sense.item()  # a Python int, float or bool
+    if isinstance(sense, bool) or not isinstance(sense, numbers.Integral):
+        raise TypeError(
+            f"a sense index must be an integer; got {sense!r} of type "
+            f"{type(sense).__name__}: pass e.g. senses=3 or senses=[0, 3]"
+        )
     k = model.config.num_senses
-    if isinstance(sense, bool) or not isinstance(sense, int) or not 0 <= sense < k:
+    if not 0 <= sense < k:
         raise IndexError(
-            f"sense index {sense!r} is out of range: this model has senses "
+            f"sense index {int(sense)} is out of range: this model has senses "
             f"0 to {k - 1}; pick one of those"
         )
-    return sense
+    return int(sense)
 
 
+def sense_indices(model: BackpackLM, senses: int | Iterable[int]) -> list[int]:
+    """One sense index, or several (a sequence, an integer array or tensor), as a
+    non-empty list of checked ints."""
+    if isinstance(senses, (torch.Tensor, np.ndarray)):
+        senses = list(senses.reshape(-1))  # 0-d elements, checked one by one
+    elif isinstance(senses, numbers.Number):
+        senses = [senses]  # one index; check_sense refuses a float or a bool
+    try:
+        senses = list(senses)
+    except TypeError:
+        raise TypeError(
+            f"senses must be a sense index or several; got {senses!r}"
+        ) from None
+    if not senses:
+        raise ValueError(
+            "no senses given, so the edit would change nothing: pass at least one "
+            "sense index, e.g. senses=[3]"
+        )
+    return [check_sense(model, s) for s in senses]
+
+# %% ../book/09_interventions.ipynb #5c41e0a3
 class SenseScale:
     """A sense edit: multiply sense l of every occurrence of a token run by
     table[run][l]."""
@@ -110,9 +145,19 @@ def reweight(
     `with intervene(model, reweight(model, [nurse_id], senses=[3], weight=0.0)): ...`
     """
     check_backpack(model)
-    senses = [senses] if isinstance(senses, int) else list(senses)
-    senses = [check_sense(model, s) for s in senses]
-    runs = [as_run(t) for t in tokens]
+    senses = sense_indices(model, senses)
+    try:
+        runs = [as_run(t) for t in tokens]
+    except TypeError:
+        raise TypeError(
+            f"tokens must be a list of token ids or token runs, e.g. [nurse_id] or "
+            f"[(7, 9)]; got {tokens!r}"
+        ) from None
+    if not runs:
+        raise ValueError(
+            "no tokens given, so the edit would change nothing: pass at least one "
+            "token id or token run, e.g. [nurse_id]"
+        )
     weights = torch.as_tensor(weight, dtype=torch.float32).flatten()
     weights = weights.expand(len(runs)) if weights.numel() == 1 else weights
     if len(weights) != len(runs):
@@ -127,11 +172,39 @@ def reweight(
     return SenseScale(model, table)
 
 # %% ../book/09_interventions.ipynb #5bb61f21
+def check_edit(edit: SenseEdit, n: int = 0) -> SenseEdit:
+    """edit if it can be called as edit(idx, senses); else a TypeError saying what it
+    is (n: its place among the edits)."""
+    what = f"edit {n} is {reprlib.repr(edit)} of type {type(edit).__name__}"
+    if isinstance(edit, (list, tuple)):
+        raise TypeError(
+            f"{what}: pass several edits as separate arguments, "
+            f"intervene(model, *edits)"
+        )
+    if not callable(edit) or isinstance(edit, type):
+        raise TypeError(
+            f"{what}, not a sense edit: pass what reweight, replace_senses or "
+            f"add_to_senses return, or a function (idx, senses) -> senses"
+        )
+    try:
+        inspect.signature(edit).bind(None, None)
+    except TypeError:
+        raise TypeError(
+            f"{what}, which cannot be called as edit(idx, senses): a sense edit "
+            f"is a function (idx, senses) -> senses"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): trust it
+        pass
+    return edit
+
+
 @contextmanager
 def intervene(model: BackpackLM, *edits: SenseEdit) -> Iterator[BackpackLM]:
     """Apply the sense edits inside the block (in the order given, after any already
     there)."""
     check_backpack(model)
+    for n, edit in enumerate(edits):
+        check_edit(edit, n)
     model.sense_edits.extend(edits)
     try:
         yield model
@@ -154,11 +227,20 @@ class SenseReplace:
     ):
         check_backpack(model)
         self.token_id = check_token_id(model, token_id)
+        new_senses = torch.as_tensor(new_senses)
         shape = (model.config.num_senses, model.config.n_embd)
         if tuple(new_senses.shape) != shape:
             raise ValueError(
                 f"sense vectors must have shape (k, d) = {shape}; "
                 f"got {tuple(new_senses.shape)}"
+            )
+        bad = [tuple(p) for p in (~torch.isfinite(new_senses)).nonzero().tolist()]
+        if bad:
+            shown = ", ".join(map(str, bad[:4])) + (", ..." if len(bad) > 4 else "")
+            raise ValueError(
+                f"{'delta' if add else 'new_senses'} holds {len(bad)} non-finite "
+                f"value(s) (NaN or inf), at (sense, dim) {shown}: they would make "
+                f"every logit NaN; give finite numbers (torch.nan_to_num replaces them)"
             )
         self.new_senses, self.add = new_senses.detach().clone(), add
 
@@ -227,6 +309,36 @@ def fill(templates: Sequence[str], professions: Sequence[str]) -> list[str]:
     """Every template with PROFESSION replaced by every profession, profession-major."""
     return [t.replace("PROFESSION", p) for p in professions for t in templates]
 
+# %% ../book/09_interventions.ipynb #3f6b2d90
+def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """The token ids of each prompt; an error for no prompts, a bare string, or a
+    prompt of no tokens (it has no last position to read)."""
+    if isinstance(prompts, str):
+        raise TypeError(
+            f"prompts must be a list of texts; for one prompt pass [{prompts[:40]!r}]"
+        )
+    ids = [tokenizer.encode(p).ids for p in prompts]
+    if not ids:
+        raise ValueError("no prompts given: pass a list of at least one text")
+    empty = [n for n, i in enumerate(ids) if not i]
+    if empty:
+        raise ValueError(
+            f"{len(empty)} prompt(s) encode to no tokens, the first is prompt "
+            f"{empty[0]} ({prompts[empty[0]]!r}): a prediction needs at least one "
+            f"token before it; remove or fill those prompts"
+        )
+    return ids
+
+
+def right_padded(ids: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts' ids as one batch padded on the right (b, n), and the position of each
+    one's last token (b,)."""
+    last = torch.tensor([len(i) - 1 for i in ids])  # (b,)
+    idx = torch.zeros(len(ids), int(last.max()) + 1, dtype=torch.long)  # (b, n)
+    for row, i in enumerate(ids):
+        idx[row, : len(i)] = torch.tensor(i)
+    return idx, last
+
 # %% ../book/09_interventions.ipynb #6ba8d220
 def last_logits(
     model: LanguageModel,
@@ -236,16 +348,12 @@ def last_logits(
 ) -> torch.Tensor:
     """The next-token logits after each prompt: (prompts, vocab). Prompts share batches,
     padded on the right (exact for a causal model)."""
-    rows = []
+    all_ids, rows = encode_prompts(tokenizer, prompts), []
     with evaluating(model):
-        for start in range(0, len(prompts), batch_size):
-            ids = [tokenizer.encode(p).ids for p in prompts[start : start + batch_size]]
-            lengths = torch.tensor([len(i) for i in ids])  # (b,)
-            idx = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)  # (b, n)
-            for row, i in enumerate(ids):
-                idx[row, : len(i)] = torch.tensor(i)
+        for start in range(0, len(all_ids), batch_size):
+            idx, last = right_padded(all_ids[start : start + batch_size])  # (b, n)
             logits = model(idx).logits  # (b, n, vocab)
-            rows.append(logits[torch.arange(len(ids)), lengths - 1])  # (b, vocab)
+            rows.append(logits[torch.arange(len(idx)), last])  # (b, vocab)
     return torch.cat(rows)
 
 
@@ -277,16 +385,12 @@ def sense_gap_contributions(
         model.word_embeddings[word_pieces(tokenizer, "he")[0]]
         - model.word_embeddings[word_pieces(tokenizer, "she")[0]]
     )  # (d,)
-    rows = []
+    all_ids, rows = encode_prompts(tokenizer, prompts), []
     with evaluating(model):
-        for start in range(0, len(prompts), batch_size):
-            ids = [tokenizer.encode(p).ids for p in prompts[start : start + batch_size]]
-            last = torch.tensor([len(i) - 1 for i in ids])  # (b,)
-            idx = torch.zeros(len(ids), int(last.max()) + 1, dtype=torch.long)
-            for row, i in enumerate(ids):
-                idx[row, : len(i)] = torch.tensor(i)
+        for start in range(0, len(all_ids), batch_size):
+            idx, last = right_padded(all_ids[start : start + batch_size])  # (b, n)
             out = model(idx, return_senses=True)
-            alpha = out.contextualization[torch.arange(len(ids)), :, last]  # (b, k, n)
+            alpha = out.contextualization[torch.arange(len(idx)), :, last]  # (b, k, n)
             scores = out.senses @ direction  # (b, k, n)
             mask = torch.zeros_like(idx, dtype=torch.bool)  # (b, n)
             for run in runs:
@@ -452,26 +556,55 @@ def topic_bag(tokenizer: Tokenizer, words: str | Sequence[str]) -> list[int]:
     return sorted(ids)
 
 # %% ../book/09_interventions.ipynb #63a204f1
+def sense_peaks(
+    model: BackpackLM,
+    chunk: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """max over the vocabulary of E C(x)_l, the largest logit that sense l of token x
+    gives any word, for every token and sense: (vocab, k), in float32. progress, if
+    given, is called with (tokens done, vocabulary size) after each chunk."""
+    check_backpack(model)
+    E = model.word_embeddings.detach().float()  # (V, d)
+    vocab = model.config.vocab_size
+    peaks = torch.empty(vocab, model.config.num_senses)  # (V, k)
+    with evaluating(model):
+        for start in range(0, vocab, chunk):
+            stop = min(start + chunk, vocab)
+            senses = model.sense_network(E[start:stop][None])[0].float()  # (k, c, d)
+            peaks[start:stop] = (senses @ E.T).amax(-1).T  # (c, k)
+            if progress is not None:
+                progress(stop, vocab)
+    return peaks
+
+
+# %% ../book/09_interventions.ipynb #7d1e5c3a
 def topic_scores(
     model: BackpackLM,
     bags: Sequence[Sequence[int]],
-    chunk: int = 512,
-    peak_dtype: torch.dtype = torch.bfloat16,
+    peaks: torch.Tensor | None = None,
+    chunk: int = 1024,
 ) -> torch.Tensor:
     """s(C(x)_l) = b . (E C(x)_l) / max(E C(x)_l) for every bag b, token x and sense l:
-    (bags, vocab, k). The maxima are computed in peak_dtype."""
-    check_backpack(model)
-    E = model.word_embeddings.detach()  # (V, d)
+    (bags, vocab, k). peaks (vocab, k) are the maxima of `sense_peaks`, computed here
+    when not given."""
+    peaks = sense_peaks(model) if peaks is None else peaks  # (V, k)
+    expected = (model.config.vocab_size, model.config.num_senses)
+    if tuple(peaks.shape) != expected:
+        raise ValueError(
+            f"peaks must be (vocab, k) = {expected}, as sense_peaks(model) returns; "
+            f"got {tuple(peaks.shape)}"
+        )
+    E = model.word_embeddings.detach().float()  # (V, d)
     bag_sums = torch.stack([E[list(bag)].sum(0) for bag in bags])  # (t, d)
-    E_low = E.to(peak_dtype)
     parts = []
     with evaluating(model):
         for start in range(0, model.config.vocab_size, chunk):
-            ids = torch.arange(start, min(start + chunk, model.config.vocab_size))
-            senses = model.sense_network(E[ids][None])[0]  # (k, c, d)
-            peaks = (senses.to(peak_dtype) @ E_low.T).amax(-1).float()  # (k, c)
-            parts.append((senses @ bag_sums.T) / peaks[..., None])  # (k, c, t)
-    return torch.cat(parts, dim=1).permute(2, 1, 0).contiguous()  # (t, V, k)
+            stop = min(start + chunk, model.config.vocab_size)
+            senses = model.sense_network(E[start:stop][None])[0].float()  # (k, c, d)
+            parts.append(senses @ bag_sums.T)  # (k, c, t)
+    dots = torch.cat(parts, dim=1).permute(2, 1, 0)  # (t, V, k)
+    return (dots / peaks).contiguous()
 
 # %% ../book/09_interventions.ipynb #33b0c6f5
 TOPIC_STRENGTHS = {
@@ -570,6 +703,12 @@ def continuation_perplexity(
     judge: LanguageModel, samples: torch.Tensor, prompt_length: int
 ) -> float:
     """exp of the judge's mean loss on the generated tokens of samples (b, n)."""
+    n = samples.shape[1]
+    if not 1 <= prompt_length < n:
+        raise ValueError(
+            f"prompt_length {prompt_length} must be in [1, {n - 1}] for samples of "
+            f"{n} tokens: a prompt of at least one token, then generated ones"
+        )
     with evaluating(judge):
         logits = judge(samples[:, :-1]).logits[:, prompt_length - 1 :]  # (b, g, vocab)
         targets = samples[:, prompt_length:]  # (b, g)

@@ -31,10 +31,10 @@ from backpack.weights import (
 )
 
 # %% auto #0
-__all__ = ['PRESETS', 'SENSE_SUM_WAYS', 'IGNORE_INDEX', 'BackpackConfig', 'LMOutput', 'check_targets', 'language_model_loss',
-           'is_int', 'check_sampling_args', 'check_generate_args', 'sample_next_token', 'evaluating', 'generate_tokens',
-           'LanguageModel', 'uses_sense_dedup', 'uses_fused_sense_sum', 'BackpackBase', 'check_contextualization',
-           'sum_over_senses', 'BackpackLM', 'TransformerLM']
+__all__ = ['PRESETS', 'SENSE_SUM_WAYS', 'IGNORE_INDEX', 'MIN_TEMPERATURE', 'BackpackConfig', 'LMOutput', 'check_targets',
+           'language_model_loss', 'is_int', 'check_sampling_args', 'check_generate_args', 'sample_next_token',
+           'evaluating', 'generate_tokens', 'LanguageModel', 'uses_sense_dedup', 'uses_fused_sense_sum', 'BackpackBase',
+           'check_contextualization', 'sum_over_senses', 'BackpackLM', 'TransformerLM']
 
 # %% ../book/05_model.ipynb #4bf00ff3
 # the paper's vocabulary (GPT-2's 50,257 tokens, padded to 50,264) and context
@@ -156,13 +156,22 @@ def language_model_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     )
 
 # %% ../book/05_model.ipynb #99af4371
+MIN_TEMPERATURE = 1e-4  # below it, logits / temperature can overflow float32 to inf
+
+
 def is_int(value) -> bool:
     """An integer, and not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int | None):
-    """Raise ValueError naming the first bad number among generate's arguments."""
+def check_sampling_args(
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    vocab_size: int | None = None,
+):
+    """Raise ValueError naming the first bad number among generate's arguments (top_k
+    is also checked against vocab_size, when given)."""
     if not is_int(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(
             f"max_new_tokens must be an integer >= 0; got {max_new_tokens!r}"
@@ -173,9 +182,20 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int | No
             "temperature must be a finite number >= 0 (0 = greedy); "
             f"got {temperature!r}"
         )
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature {temperature!r} is too small: the logits / temperature "
+            f"can overflow to inf; use a temperature >= {MIN_TEMPERATURE}, or "
+            f"temperature=0 for greedy decoding (its limit)"
+        )
     if top_k is not None and (not is_int(top_k) or top_k < 1):
         raise ValueError(
             f"top_k must be None (no cut) or an integer >= 1; got {top_k!r}"
+        )
+    if top_k is not None and vocab_size is not None and top_k > vocab_size:
+        raise ValueError(
+            f"top_k={top_k} is larger than the vocabulary of {vocab_size} tokens: "
+            f"pass top_k <= {vocab_size}, or top_k=None for no cut"
         )
 
 # %% ../book/05_model.ipynb #b4bc59df
@@ -186,6 +206,7 @@ def check_generate_args(
     top_k: int | None,
     n_ctx: int,
     sliding_window: bool,
+    vocab_size: int | None = None,
 ) -> None:
     """Raise ValueError naming the first bad argument of generate."""
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
@@ -196,7 +217,7 @@ def check_generate_args(
             f"the prompt must be a (batch, seq) tensor of token ids; got {shape}: "
             f"for one prompt add a batch dimension, idx[None]"
         )
-    check_sampling_args(max_new_tokens, temperature, top_k)
+    check_sampling_args(max_new_tokens, temperature, top_k, vocab_size)
     n = idx.shape[-1]
     if n > n_ctx:
         raise ValueError(f"prompt of {n} tokens is longer than the context of {n_ctx}")
@@ -256,8 +277,10 @@ def generate_tokens(
     caches (chapter 10): the same tokens, each costing one position; False recomputes
     the prefix for every token, as below.
     """
-    n_ctx = model.config.n_positions
-    check_generate_args(idx, max_new_tokens, temperature, top_k, n_ctx, sliding_window)
+    n_ctx, vocab_size = model.config.n_positions, model.config.vocab_size
+    check_generate_args(
+        idx, max_new_tokens, temperature, top_k, n_ctx, sliding_window, vocab_size
+    )
     if use_cache and idx.shape[-1] + max_new_tokens <= n_ctx:
         # chapter 10; it imports this module
         from backpack.fast import generate_cached

@@ -212,3 +212,27 @@ def test_anneal_scale_must_be_positive():
     model = tiny_backpack()
     with pytest.raises(ValueError, match="anneal_scale must be > 0"):
         TopicSteering(model, torch.ones(64, 4), anneal_scale=0.0)
+
+
+def test_sense_peaks_and_topic_scores_against_the_formula():
+    """s = b . (E C) / max(E C), from every sense of every token in float64, in one shot."""
+    from backpack.interventions import sense_peaks, topic_scores
+
+    model = tiny_backpack()
+    E = model.word_embeddings.detach().double()                           # (V, d)
+    with torch.no_grad():
+        senses = model.double().sense_network(E[None])[0]                 # (k, V, d)
+    model.float()
+    logits = senses @ E.T                                                 # (k, V, V)
+    peaks = logits.amax(-1).T                                             # (V, k)
+    bags = [[3, 5], [7]]
+    expected = torch.stack([logits[..., bag].sum(-1).T / peaks for bag in bags])  # (t, V, k)
+    done = []
+    got_peaks = sense_peaks(model, chunk=10, progress=lambda i, n: done.append((i, n)))
+    assert got_peaks.shape == (64, 4) and done[-1] == (64, 64) and len(done) == 7
+    torch.testing.assert_close(got_peaks.double(), peaks, rtol=1e-5, atol=1e-5)
+    for given in (None, got_peaks):
+        scores = topic_scores(model, bags, peaks=given, chunk=7)
+        torch.testing.assert_close(scores.double(), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"peaks must be \(vocab, k\) = \(64, 4\)"):
+        topic_scores(model, bags, peaks=got_peaks[:10])
