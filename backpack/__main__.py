@@ -5,11 +5,13 @@ import sys
 
 USAGE = """usage: python -m backpack demo [--prompt TEXT] [--max-new-tokens N]
                                [--seed S] [--debias] [--topic NAME STRENGTH]
-                               [--edit WORD OLD NEW]
+                               [--edit WORD OLD NEW] [--model FOLDER]
+                               [--tokenizer PATH]
        python -m backpack data install [--from PATH] [--overwrite]
        python -m backpack data where
 
-  demo          talk to the Backpack trained in the book (demo --help: the options)
+  demo          talk to the Backpack trained in the book, or another (demo --help:
+                the options and their defaults)
   data install  copy the book's data folder (tokenizer, models, corpus...) into this
                 user's data folder, where a package installed with pip finds it
   data where    print the data folder and the cache folder the package uses"""
@@ -71,7 +73,7 @@ def data_main(argv: list[str]) -> int:
 
 def demo_main(argv: list[str]) -> int:
     """`python -m backpack demo ...`; missing data is one line of error, not a
-    traceback."""
+    traceback (exit 1); a bad flag is one line of error from demo.main (exit 2)."""
     from backpack.data import DataError
     from backpack.demo import main
 

@@ -9,6 +9,7 @@ import argparse
 import hashlib
 import html
 import io
+import secrets
 import shlex
 import sys
 import time
@@ -18,6 +19,13 @@ from typing import TextIO
 import torch
 from safetensors.torch import load_file, save_file
 
+# %% auto #0
+__all__ = ['BOOK_MODEL', 'MAX_SEED', 'HELP', 'SetupError', 'model_folder', 'demo_files', 'check_new_tokens', 'check_seed', 'Demo',
+           'debias_edit', 'weights_fingerprint', 'cached_sense_peaks', 'topic_scores_of', 'settings', 'active_edits',
+           'continue_prompt', 'explain', 'whole_number', 'set_intervention', 'describe', 'run_command', 'parse_args',
+           'check_flags', 'main', 'widget_commands', 'run_lines', 'demo_widget']
+
+# %% ../book/09b_demo.ipynb #50dd2768
 from backpack.analysis import (
     contributions,
     sense_table,
@@ -26,7 +34,8 @@ from backpack.analysis import (
     word_id,
     word_pieces,
 )
-from .data import CACHE_DIR, load_tokenizer
+from .checkpoint import CheckpointError, load_pretrained, read_config
+from .data import CACHE_DIR, TOKENIZER_PATH, DataError, load_tokenizer
 from backpack.interventions import (
     ESTIMATION_PROMPTS,
     PROFESSIONS,
@@ -46,41 +55,126 @@ from backpack.interventions import (
     topic_weights,
 )
 from .checkpoint import atomic_write
-from .train import load_trained
+from .train import trained_model_dir
 
-# %% auto #0
-__all__ = ['HELP', 'Demo', 'debias_edit', 'weights_fingerprint', 'cached_sense_peaks', 'topic_scores_of', 'active_edits',
-           'continue_prompt', 'explain', 'whole_number', 'set_intervention', 'describe', 'run_command', 'parse_args',
-           'main', 'widget_commands', 'run_lines', 'demo_widget']
+# %% ../book/09b_demo.ipynb #7ae677f0
+BOOK_MODEL = "backpack-gutenberg"  # chapter 7's Backpack, in data/models
+MAX_SEED = 2**63 - 1
+
+
+class SetupError(ValueError):
+    """A flag or file that the demo cannot use: one line of error, exit status 2."""
+
+
+def model_folder(model: str | None = None):
+    """(folder, config) of the Backpack to load: the book's by default, else the
+    folder model (save_pretrained's layout); SetupError if it holds no Backpack."""
+    if model is None:
+        folder = trained_model_dir(BOOK_MODEL)
+    else:
+        folder = Path(model)
+        if not (folder / "config.json").is_file() and (folder / "model").is_dir():
+            folder = folder / "model"  # the --out-dir of python -m backpack.train
+        if not (folder / "config.json").is_file():
+            raise SetupError(
+                f"--model {model}: no config.json there; give a folder written by "
+                f"save_pretrained (python -m backpack.train writes OUT_DIR/model)"
+            )
+    try:
+        config, layout = read_config(folder)
+    except (CheckpointError, ValueError) as error:
+        raise SetupError(f"--model {folder}: {error}") from None
+    if layout != "backpack":
+        raise SetupError(
+            f"--model {folder} holds a Transformer: the demo reads senses, so it needs "
+            f"a Backpack"
+        )
+    return folder, config
+
+# %% ../book/09b_demo.ipynb #94d96d2c
+def demo_files(model: str | None = None, tokenizer: str | None = None):
+    """(model folder, tokenizer, config): model_folder's, with tokenizer or the
+    tokenizer.json beside the model (the book's for the book's model)."""
+    folder, config = model_folder(model)
+    if tokenizer is not None:
+        tokenizer_path = Path(tokenizer)
+    elif model is None:
+        tokenizer_path = TOKENIZER_PATH
+    else:
+        tokenizer_path = folder / "tokenizer.json"
+        if not tokenizer_path.is_file():
+            raise SetupError(
+                f"no tokenizer.json in {folder}: give the model's tokenizer with "
+                f"--tokenizer PATH (the book's is {TOKENIZER_PATH})"
+            )
+    try:
+        loaded = load_tokenizer(tokenizer_path)
+    except DataError as error:  # missing, or not a tokenizer
+        if model is None and tokenizer is None:
+            raise  # the book's data is missing: python -m backpack says how to get it
+        raise SetupError(f"{'--tokenizer: ' if tokenizer else ''}{error}") from None
+    if loaded.get_vocab_size() > config.vocab_size:
+        raise SetupError(
+            f"the tokenizer {tokenizer_path} has {loaded.get_vocab_size():,} tokens, "
+            f"more than the model's vocabulary of {config.vocab_size:,}: give the "
+            f"tokenizer the model was trained with (--tokenizer PATH)"
+        )
+    return folder, loaded, config
+
+# %% ../book/09b_demo.ipynb #7eef3c71
+def check_new_tokens(value: int, n_positions: int, what: str = "tokens") -> int:
+    """value if 1 <= value < n_positions (the prompt needs one position), else a
+    ValueError naming the range."""
+    if not 1 <= value <= n_positions - 1:
+        raise ValueError(
+            f"{what} must be between 1 and {n_positions - 1} (the context holds "
+            f"{n_positions} positions, and the prompt needs one); got {value}"
+        )
+    return value
+
+
+def check_seed(value: int, what: str = "seed") -> int:
+    """value if it is a seed from 0 to MAX_SEED (2^63 - 1), else a ValueError."""
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(
+            f"{what} must be between 0 and 2**63 - 1 ({MAX_SEED}); got {value}"
+        )
+    return value
 
 # %% ../book/09b_demo.ipynb #d3c961bc
 HELP = """commands: TEXT (continue it) | :senses WORD | :why | :debias on|off |
 :topic NAME STRENGTH | :topic off (names: {topics}; strength 0-3) |
 :edit WORD OLD NEW | :edit off (WORD predicts NEW where it predicted OLD) |
-:seed N | :tokens N | :help | :quit""".format(topics=", ".join(TOPICS))
+:seed N | :seed random | :tokens N | :help | :quit""".format(topics=", ".join(TOPICS))
 
 
 class Demo:
     """The demo's state: model, tokenizer, settings, active interventions."""
 
     def __init__(
-        self, out: TextIO = sys.stdout, seed: int = 0, max_new_tokens: int = 30
+        self,
+        out: TextIO = sys.stdout,
+        seed: int | None = None,
+        max_new_tokens: int = 30,
+        model: str | None = None,
+        tokenizer: str | None = None,
     ):
         self.out = out
-        print(
-            "loading the Backpack trained in chapter 7 "
-            "(data/models/backpack-gutenberg)...",
-            file=out,
-            flush=True,
-        )
-        self.model = load_trained("backpack-gutenberg").eval()
+        folder, self.tokenizer, config = demo_files(model, tokenizer)
+        check_new_tokens(max_new_tokens, config.n_positions)
+        self.seed = None if seed is None else check_seed(seed)  # None: fresh per prompt
+        self.max_new_tokens = max_new_tokens
+        where = f"in {folder}"
+        if model is None:
+            where = f"trained in chapter 7 (data/models/{BOOK_MODEL})"
+        print(f"loading the Backpack {where}...", file=out, flush=True)
+        self.model = load_pretrained(folder).eval()
         self.model.config.sense_dedup = True
-        self.tokenizer = load_tokenizer()
-        self.seed, self.max_new_tokens = seed, max_new_tokens
         self.debias = False  # the professions' gender sense at weight 0
         self.topic: tuple[str, int] | None = None  # (topic name, strength 1-3)
         self.fact: tuple[int, int, int] | None = None  # (word, old, new) token ids
         self.last_prompt: list[int] | None = None
+        self.last_settings: tuple = (False, None, None)  # (debias, topic, fact) used
         self.gender_edit: SenseEdit | None = None  # found on first use, then kept
         self.scores_by_topic: dict[str, torch.Tensor] = {}  # (vocab, k), as above
         self.peaks: torch.Tensor | None = None  # (vocab, k): every sense's top logit
@@ -114,7 +208,7 @@ def weights_fingerprint(model) -> str:
         digest.update(tensor.detach().float().contiguous().numpy().tobytes())
     return digest.hexdigest()[:32]
 
-
+# %% ../book/09b_demo.ipynb #39f2bb3e
 def cached_sense_peaks(demo: Demo) -> torch.Tensor:
     """sense_peaks of the demo's model: kept, from CACHE_DIR/sense_peaks when an
     earlier session computed them, else computed with progress and saved there."""
@@ -145,7 +239,7 @@ def cached_sense_peaks(demo: Demo) -> torch.Tensor:
         demo.say(f"(not cached: {error})")
     return demo.peaks
 
-
+# %% ../book/09b_demo.ipynb #866d06d0
 def topic_scores_of(demo: Demo, name: str) -> torch.Tensor:
     """The scores (vocab, k) of the senses for topic name, computed once, then kept."""
     if name not in demo.scores_by_topic:
@@ -156,16 +250,23 @@ def topic_scores_of(demo: Demo, name: str) -> torch.Tensor:
     return demo.scores_by_topic[name]
 
 
-def active_edits(demo: Demo) -> list[SenseEdit]:
-    """The interventions that are on, in the order they apply: debiasing, topic
-    steering (a fresh one per continuation: it anneals with the text), the fact."""
-    edits = [debias_edit(demo)] if demo.debias else []
-    if demo.topic is not None:
-        name, strength = demo.topic
+def settings(demo: Demo) -> tuple:
+    """The interventions' choices now: (debias, topic, fact)."""
+    return demo.debias, demo.topic, demo.fact
+
+
+def active_edits(demo: Demo, chosen: tuple | None = None) -> list[SenseEdit]:
+    """The interventions that are on (or chosen), in the order they apply: debiasing,
+    topic steering (a fresh one per continuation: it anneals with the text), the
+    fact."""
+    debias, topic, fact = settings(demo) if chosen is None else chosen
+    edits = [debias_edit(demo)] if debias else []
+    if topic is not None:
+        name, strength = topic
         weights = topic_weights(topic_scores_of(demo, name), strength)
         edits.append(TopicSteering(demo.model, weights))
-    if demo.fact is not None:
-        edits.append(edit_fact(demo.model, *demo.fact))
+    if fact is not None:
+        edits.append(edit_fact(demo.model, *fact))
     return edits
 
 # %% ../book/09b_demo.ipynb #27d2b5a8
@@ -176,7 +277,7 @@ def continue_prompt(demo: Demo, prompt: str) -> None:
     if not ids:
         demo.say("empty prompt: type some text")
         return
-    room = demo.model.config.n_positions - demo.max_new_tokens
+    room = demo.model.config.n_positions - demo.max_new_tokens  # >= 1: checked
     if len(ids) > room:
         demo.say(
             f"the prompt has {len(ids)} tokens and only {room} fit before the "
@@ -184,12 +285,17 @@ def continue_prompt(demo: Demo, prompt: str) -> None:
             f"(fewer :tokens leave more room)"
         )
         ids = ids[-room:]
-    demo.last_prompt = ids
+        prompt = "…" + demo.tokenizer.decode(ids)  # the part the model reads
+    demo.last_prompt, demo.last_settings = ids, settings(demo)
     idx = torch.tensor([ids])
     edits = active_edits(demo)
+    seed = demo.seed
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+        demo.say(f"seed {seed}")
     runs = [("unmodified", [])] + ([("intervened", edits)] if edits else [])
     for name, active in runs:
-        generator = torch.Generator().manual_seed(demo.seed)
+        generator = torch.Generator().manual_seed(seed)
         with intervene(demo.model, *active):
             out = demo.model.generate(idx, demo.max_new_tokens, generator=generator)
         text = demo.tokenizer.decode(out[0, len(ids) :].tolist())
@@ -197,19 +303,29 @@ def continue_prompt(demo: Demo, prompt: str) -> None:
 
 # %% ../book/09b_demo.ipynb #3f9b6e21
 def explain(demo: Demo) -> None:
-    """:why: the five largest contributions to the last prompt's top prediction."""
+    """:why: the five largest contributions to the last prompt's top prediction, under
+    the interventions its continuation used."""
     if demo.last_prompt is None:
         demo.say("nothing to explain yet: type a prompt first")
         return
     idx = torch.tensor([demo.last_prompt])
     with torch.no_grad():
-        target = int(demo.model(idx).logits[0, -1].argmax())
-    terms = contributions(demo.model, idx, target)  # (k, n)
+        plain = int(demo.model(idx).logits[0, -1].argmax())
+    edits = active_edits(demo, demo.last_settings)
+    with intervene(demo.model, *edits):
+        with torch.no_grad():
+            target = int(demo.model(idx).logits[0, -1].argmax())
+        terms = contributions(demo.model, idx, target)  # (k, n)
     tokens = [token_text(demo.tokenizer, t) for t in demo.last_prompt]
-    demo.say(
-        f"next token {token_text(demo.tokenizer, target)!r}; largest contributions "
-        f"(source word, sense):"
-    )
+    name = token_text(demo.tokenizer, target)
+    if edits:
+        unmodified = token_text(demo.tokenizer, plain)
+        demo.say(f"{describe(demo, demo.last_settings).removeprefix('now on: ')}:")
+        demo.say(f"next token {name!r} (unmodified: {unmodified!r}); largest "
+                 f"contributions (source word, sense):")
+    else:
+        demo.say(f"no intervention on: next token {name!r}; largest contributions "
+                 f"(source word, sense):")
     demo.say(top_contributions(terms, tokens).to_string(index=False))
 
 # %% ../book/09b_demo.ipynb #6d0c2f44
@@ -247,13 +363,14 @@ def set_intervention(demo: Demo, name: str, args: list[str]) -> bool:
     return True
 
 
-def describe(demo: Demo) -> str:
-    """The interventions that are on, in words."""
-    on = ["debiasing"] if demo.debias else []
-    if demo.topic is not None:
-        on.append(f"topic {demo.topic[0]} at strength {demo.topic[1]}")
-    if demo.fact is not None:
-        word, old, new = (token_text(demo.tokenizer, t) for t in demo.fact)
+def describe(demo: Demo, chosen: tuple | None = None) -> str:
+    """The interventions that are on (or chosen), in words."""
+    debias, topic, fact = settings(demo) if chosen is None else chosen
+    on = ["debiasing"] if debias else []
+    if topic is not None:
+        on.append(f"topic {topic[0]} at strength {topic[1]}")
+    if fact is not None:
+        word, old, new = (token_text(demo.tokenizer, t) for t in fact)
         on.append(f"{word!r} predicts {new!r} where it predicted {old!r}")
     return "now on: " + "; ".join(on) if on else "no intervention on"
 
@@ -278,12 +395,17 @@ def run_command(demo: Demo, line: str) -> bool:
             )
         elif name == ":why":
             explain(demo)
-        elif name in (":seed", ":tokens") and len(args) == 1:
-            value = whole_number(args[0], name[1:])
-            if name == ":tokens" and not 1 <= value <= 200:
-                raise ValueError(f"tokens must be between 1 and 200; got {value}")
-            setattr(demo, "seed" if name == ":seed" else "max_new_tokens", value)
-            demo.say(f"{name[1:]} = {value}")
+        elif name == ":seed" and args == ["random"]:
+            demo.seed = None
+            demo.say("seed: a fresh one per prompt")
+        elif name == ":seed" and len(args) == 1:
+            demo.seed = check_seed(whole_number(args[0], "seed"))
+            demo.say(f"seed = {demo.seed}")
+        elif name == ":tokens" and len(args) == 1:
+            value = whole_number(args[0], "tokens")
+            n_positions = demo.model.config.n_positions
+            demo.max_new_tokens = check_new_tokens(value, n_positions)
+            demo.say(f"tokens = {value}")
         elif not set_intervention(demo, name, args):
             demo.say(f"unknown command or wrong arguments: {line!r}. {HELP}")
     except (ValueError, IndexError, KeyError) as error:
@@ -294,44 +416,80 @@ def run_command(demo: Demo, line: str) -> bool:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m backpack demo",
-        description="Talk to the Backpack of backpack-book.",
+        description="Talk to a Backpack: by default the one trained in backpack-book.",
     )
-    parser.add_argument("--prompt", help="continue this prompt and exit (no session)")
-    parser.add_argument("--max-new-tokens", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--debias", action="store_true", help="gender sense off for professions"
-    )
-    parser.add_argument(
-        "--topic",
-        nargs=2,
-        metavar=("NAME", "STRENGTH"),
-        help=f"steer towards a topic ({', '.join(TOPICS)}) at strength 0-3",
-    )
-    parser.add_argument(
-        "--edit",
-        nargs=3,
-        metavar=("WORD", "OLD", "NEW"),
-        help="edit a fact: WORD predicts NEW where it predicted OLD",
-    )
+    add = parser.add_argument
+    add("--prompt", help="continue this prompt and exit (default: a session)")
+    add("--max-new-tokens", type=int, default=30, metavar="N",
+        help="tokens to generate, 1 to the context size - 1 (default: 30)")
+    add("--seed", type=int, metavar="S",
+        help="sampling seed, 0 to 2**63 - 1 (default: a fresh one per prompt, printed)")
+    add("--debias", action="store_true",
+        help="gender sense off for professions (default: off)")
+    add("--topic", nargs=2, metavar=("NAME", "STRENGTH"),
+        help=f"steer towards a topic ({', '.join(TOPICS)}) at strength 0-3 "
+             f"(default: none)")
+    add("--edit", nargs=3, metavar=("WORD", "OLD", "NEW"),
+        help="edit a fact: WORD predicts NEW where it predicted OLD (default: none)")
+    add("--model", metavar="FOLDER",
+        help="a Backpack saved with save_pretrained (default: the book's, "
+             f"data/models/{BOOK_MODEL})")
+    add("--tokenizer", metavar="PATH",
+        help="its tokenizer file (default: FOLDER/tokenizer.json; for the book's "
+             "model, the book's tokenizer)")
     return parser.parse_args(argv)
+
+# %% ../book/09b_demo.ipynb #57b7e9c6
+def check_flags(args: argparse.Namespace) -> list[str]:
+    """The setup commands of the flags, every one checked without loading the model;
+    SetupError for the first that cannot work."""
+    try:
+        _, tokenizer, config = demo_files(args.model, args.tokenizer)
+        check_new_tokens(args.max_new_tokens, config.n_positions, "--max-new-tokens")
+        if args.seed is not None:
+            check_seed(args.seed, "--seed")
+        setup = [":debias on"] if args.debias else []
+        if args.topic:
+            name, strength = args.topic
+            if name not in TOPICS:
+                raise ValueError(
+                    f"unknown topic {name!r}; choose one of {list(TOPICS)}"
+                )
+            check_strength(whole_number(strength, "--topic strength"))
+            topic_bag(tokenizer, TOPICS[name])  # some topic words must be tokens
+            setup.append(f":topic {shlex.join(args.topic)}")
+        if args.edit:
+            for word in args.edit:
+                word_id(tokenizer, word)
+            setup.append(f":edit {shlex.join(args.edit)}")
+    except (SetupError, DataError):
+        raise
+    except ValueError as error:
+        raise SetupError(str(error)) from None
+    return setup
 
 # %% ../book/09b_demo.ipynb #ea31fe43
 def main(
     argv: list[str] | None = None, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout
 ) -> int:
-    """Run the demo: one prompt with --prompt, else a session reading lines from
-    stdin."""
+    """Run the demo (one prompt, or a session on stdin): 0 done, 2 a bad flag."""
     args = parse_args(argv)
-    demo = Demo(out, args.seed, args.max_new_tokens)
-    setup = [":debias on"] if args.debias else []
-    setup += [f":topic {shlex.join(args.topic)}"] if args.topic else []
-    setup += [f":edit {shlex.join(args.edit)}"] if args.edit else []
-    for line in setup:
-        run_command(demo, line)
+    try:
+        setup = check_flags(args)
+        demo = Demo(out, args.seed, args.max_new_tokens, args.model, args.tokenizer)
+        for line in setup:  # checked above; an error here still stops the demo
+            name, *words = shlex.split(line)
+            set_intervention(demo, name, words)
+    except DataError:
+        raise  # the book's data is missing: python -m backpack says how to get it
+    except ValueError as error:
+        print(f"python -m backpack demo: error: {error}", file=sys.stderr)
+        return 2
     if args.prompt is not None:
         continue_prompt(demo, args.prompt)
         return 0
+    if hasattr(stdin, "reconfigure"):
+        stdin.reconfigure(errors="replace")  # bytes that are not UTF-8 become "�"
     interactive = stdin.isatty()
     if interactive:
         import readline  # line editing and history for input()
@@ -349,7 +507,8 @@ def main(
             if not run_command(demo, line):
                 break
     except (EOFError, KeyboardInterrupt):
-        pass
+        if interactive:
+            demo.say("")  # the shell's prompt on a line of its own
     finally:
         if interactive:
             readline.write_history_file(history)
@@ -393,7 +552,7 @@ def demo_widget(demo: Demo):
     topic = widgets.Dropdown(options=["none", *TOPICS], description="topic")
     strength = widgets.IntSlider(value=1, min=0, max=3, description="strength")
     edit = widgets.Text(placeholder="Sherlock Holmes Smith", description="edit fact")
-    seed = widgets.IntText(value=demo.seed, description="seed")
+    seed = widgets.IntText(value=demo.seed or 0, description="seed")
     go = widgets.Button(description="continue")
     transcript = widgets.HTML()
 

@@ -84,7 +84,7 @@ def test_interactive_session_through_stdin_survives_bad_input():
     assert out.count("unknown command or wrong arguments") == 2        # ':senses' and ':bogus'
     assert "topic strength must be one of [0, 1, 2, 3]" in out and "got -1" in out
     assert "unknown topic 'moon'" in out
-    assert "tokens must be between 1 and 200; got 0" in out
+    assert "tokens must be between 1 and 255 (the context holds 256 positions" in out
     assert "nothing to explain yet" in out
     assert "[unmodified] The nurse said" in out
     assert "largest contributions" in out
@@ -96,9 +96,18 @@ def test_unknown_subcommand_prints_usage():
     assert result.returncode == 2 and "usage: python -m backpack demo" in result.stderr
 
 
+def test_help_documents_every_option_with_its_default():
+    assert run_demo("--help").returncode == 0
+    text = run_demo("demo", "--help").stdout
+    for flag in ["--prompt", "--max-new-tokens", "--seed", "--debias", "--topic", "--edit",
+                 "--model", "--tokenizer"]:
+        assert flag in text
+    assert text.count("(default:") == 8
+
+
 def test_fact_edit_flag_and_commands():
     result = run_demo("demo", "--prompt", "said Sherlock", "--max-new-tokens", "3",
-                      "--edit", "Sherlock", "Holmes", "Smith")
+                      "--seed", "0", "--edit", "Sherlock", "Holmes", "Smith")
     assert result.returncode == 0, result.stderr
     assert "'␣Sherlock' predicts '␣Smith' where it predicted '␣Holmes'" in result.stdout
     assert "[unmodified] said Sherlock Holmes" in result.stdout
@@ -106,7 +115,7 @@ def test_fact_edit_flag_and_commands():
     session = "\n".join([":edit Sherlock Holmes Smithereens", ":edit Sherlock Holmes", ":topic sea x",
                          ":tokens many", ":edit Sherlock Holmes Smith", ":topic sea 1", ":topic off",
                          ":edit off", "said Sherlock"]) + "\n"
-    out = run_demo("demo", "--max-new-tokens", "3", stdin=session).stdout
+    out = run_demo("demo", "--max-new-tokens", "3", "--seed", "0", stdin=session).stdout
     assert "' Smithereens' is not in the vocabulary as one token" in out
     assert out.count("unknown command or wrong arguments") == 1    # ':edit' with two words
     assert "strength must be a whole number; got 'x'" in out
@@ -117,10 +126,48 @@ def test_fact_edit_flag_and_commands():
 
 
 def test_a_prompt_longer_than_the_context_is_shortened_with_a_message():
-    session = ":tokens 200\n" + "word " * 80 + "\n"
-    out = run_demo("demo", stdin=session).stdout
-    assert "the prompt has 80 tokens and only 56 fit before the 200 new ones" in out
-    assert "[unmodified] word" in out
+    session = ":tokens 250\n" + "word " * 20 + "END\n"
+    out = run_demo("demo", "--seed", "0", stdin=session).stdout
+    assert "the prompt has 22 tokens and only 6 fit before the 250 new ones" in out
+    shown = out.split("[unmodified] ")[1]
+    assert shown.startswith("… word word word word") and "END" in shown[:30]  # the part used
+    assert "word " * 6 not in shown
+
+
+def test_fresh_seed_per_prompt_printed_and_repeatable():
+    session = "It was a\nIt was a\n"
+    out = run_demo("demo", "--max-new-tokens", "6", stdin=session).stdout
+    seeds = [line.split()[1] for line in out.splitlines() if line.startswith("seed ")]
+    assert len(seeds) == 2 and seeds[0] != seeds[1]
+    first = continuations(out)[0]
+    again = run_demo("demo", "--max-new-tokens", "6", "--seed", seeds[0], "--prompt",
+                     "It was a").stdout
+    assert continuations(again) == [first] and "seed " not in again  # fixed: as printed
+
+
+def test_why_explains_the_edited_prediction_and_bad_values_are_refused():
+    session = "\n".join([":edit Sherlock Holmes Smith", ":seed 1", "said Sherlock", ":why",
+                         ":edit off", "said Sherlock", ":why", ":tokens 300", ":tokens -5",
+                         ":seed 99999999999999999999999", ":seed -1", "said Sherlock"]) + "\n"
+    result = run_demo("demo", "--max-new-tokens", "2", stdin=session)
+    assert result.returncode == 0, result.stderr
+    why = result.stdout.split("largest contributions")
+    edited = "'␣Sherlock' predicts '␣Smith' where it predicted '␣Holmes':\n"
+    assert why[0].endswith(edited + "next token '␣Smith' (unmodified: '␣Holmes'); ")
+    assert why[1].endswith("no intervention on: next token '␣Holmes'; ")
+    assert result.stdout.count("tokens must be between 1 and 255") == 2
+    assert result.stdout.count("seed must be between 0 and 2**63 - 1") == 2
+    assert result.stdout.count("[unmodified] said Sherlock") == 3  # still going
+
+
+def test_bytes_that_are_not_utf8_are_replaced():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "backpack", "demo", "--max-new-tokens", "2", "--seed", "0"],
+        input=b"caf\xe9 \xff ok\n:quit\n", capture_output=True, cwd=ROOT, env=env,
+        timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "[unmodified] caf\ufffd \ufffd ok" in result.stdout.decode()
 
 
 def test_widget_runs_the_commands_of_its_choices():
