@@ -686,7 +686,7 @@ def _check_generation_args(
     """Raise a clear ValueError on bad arguments; return the pads per row (b,)."""
     cfg = model.config
     check_token_ids(idx, cfg.vocab_size, cfg.n_positions)
-    check_sampling_args(max_new_tokens, temperature, top_k)  # chapter 5
+    check_sampling_args(max_new_tokens, temperature, top_k, cfg.vocab_size)  # ch. 5
     if idx.shape[1] + max_new_tokens > cfg.n_positions:
         raise ValueError(
             f"prompt ({idx.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) "

@@ -197,6 +197,8 @@ def test_generation_arguments_are_checked():
         generate_cached(model, idx, 3, temperature=-1.0)
     with pytest.raises(ValueError, match="top_k"):
         generate_cached(model, idx, 3, top_k=0)
+    with pytest.raises(ValueError, match="top_k=98 is larger than the vocabulary of 97"):
+        generate_cached(model, idx, 3, top_k=98)
     with pytest.raises(ValueError, match="prompt_lengths"):
         generate_cached(model, idx, 3, prompt_lengths=torch.tensor([3, 11]))
     with pytest.raises(ValueError, match="token id"):
