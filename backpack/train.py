@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import math
@@ -34,26 +35,29 @@ from .checkpoint import (CheckpointError, atomic_write, from_public_state_dict,
                                  layout_of, load_pretrained, load_state, read_weights,
                                  recover_folders, replaced_folder, save_pretrained,
                                  write_json, write_pretrained)
-from .data import DATA_DIR, batch_at, load_tokens, read_token_file
+from .data import (CACHE_DIR, DATA_DIR, DataError, batch_at, encode_corpus,
+                           load_tokens, read_token_file)
 from .model import (SENSE_SUM_WAYS, BackpackConfig, BackpackLM, LanguageModel,
                             TransformerLM, evaluating)
 from .weights import ConfigError, check_choice, check_int, check_number
 
 # %% auto #0
-__all__ = ['DECAYS', 'DTYPES', 'POSITIVE_INTS', 'SWITCHES', 'RUN_FILES', 'EXACT_FIELDS', 'EVAL_SLICE_TOKENS', 'MODEL_SIZES',
-           'FLAG_TYPES', 'RESULTS_DIR', 'TrainConfig', 'grad_accum_steps', 'check_train_config', 'check_device',
-           'configure_optimizer', 'learning_rate_at', 'distributed_context', 'next_batch', 'evaluate',
-           'evaluate_tokens', 'check_finite', 'save_checkpoint', 'list_checkpoints', 'latest_checkpoint',
-           'read_trainer_state', 'load_checkpoint', 'RunLocked', 'lock_folder', 'run_lock', 'prepare_out_dir',
-           'token_fingerprint', 'check_resume', 'cut_metrics', 'TrainingDiverged', 'divergence_message',
-           'optimizer_step', 'TrainResult', 'perplexity', 'format_metrics', 'resolve_device', 'cpu_has_native_bf16',
-           'autocast_for', 'check_run', 'check_resumable', 'start_run', 'train', 'Run', 'setup_process',
-           'start_process', 'wrap_model', 'run_steps', 'training_step', 'mean_over_processes', 'set_learning_rate',
-           'after_step', 'every', 'record', 'Clock', 'progress_bar', 'plot_curves', 'read_metrics', 'build_model',
-           'model_from_args', 'add_model_arguments', 'add_train_config_arguments', 'parse_args', 'config_from_args',
-           'tokens_from_args', 'device_name', 'run_summary', 'write_results', 'write_curves', 'main', 'cli',
-           'trained_model_dir', 'load_trained', 'read_results', 'results_table', 'save_chapter_results',
-           'chapter_results']
+__all__ = ['DECAYS', 'DTYPES', 'POSITIVE_INTS', 'SWITCHES', 'GOOD_LOSS_FACTOR', 'RUN_FILES', 'EXACT_FIELDS', 'EVAL_SLICE_TOKENS',
+           'MODEL_SIZES', 'FLAG_TYPES', 'TEXT_SUFFIXES', 'SIZE_FLAGS', 'RESULTS_DIR', 'TrainConfig', 'grad_accum_steps',
+           'check_train_config', 'check_device', 'configure_optimizer', 'learning_rate_at', 'distributed_context',
+           'next_batch', 'evaluate', 'evaluate_tokens', 'check_finite', 'save_checkpoint', 'list_checkpoints',
+           'latest_checkpoint', 'checkpoint_loss', 'good_checkpoints', 'prune_checkpoints', 'read_trainer_state',
+           'load_checkpoint', 'RunLocked', 'lock_folder', 'run_lock', 'prepare_out_dir', 'token_fingerprint',
+           'check_resume', 'cut_metrics', 'TrainingDiverged', 'divergence_message', 'optimizer_step', 'TrainResult',
+           'perplexity', 'format_metrics', 'resolve_device', 'cpu_has_native_bf16', 'autocast_for', 'UsageError',
+           'check_out_dir', 'check_device_visible', 'free_space', 'naming_a_full_disk', 'check_run', 'check_resumable',
+           'start_run', 'train', 'Run', 'setup_process', 'start_process', 'wrap_model', 'run_steps', 'training_step',
+           'mean_over_processes', 'set_learning_rate', 'after_step', 'every', 'record', 'Clock', 'progress_bar',
+           'plot_curves', 'read_metrics', 'build_model', 'model_from_args', 'add_model_arguments',
+           'add_train_config_arguments', 'parse_args', 'config_from_args', 'tokens_from_args', 'looks_like_text',
+           'check_token_file', 'check_args', 'device_name', 'run_summary', 'write_results', 'write_curves',
+           'FailedToLearn', 'run_warnings', 'summary_lines', 'check_learned', 'main', 'cli', 'trained_model_dir',
+           'load_trained', 'read_results', 'results_table', 'save_chapter_results', 'chapter_results']
 
 # %% ../book/07_training.ipynb #3c8f8efe
 @dataclass
@@ -285,8 +289,9 @@ def check_finite(model: LanguageModel, optimizer: Optimizer, step: int) -> None:
 
 def save_checkpoint(out_dir: Path, model: LanguageModel, optimizer: Optimizer,
                     step: int, generator: torch.Generator, config: TrainConfig,
-                    facts: dict | None = None) -> Path:
-    """Write out_dir/checkpoints/step-N/ as a whole, then prune the older ones."""
+                    facts: dict | None = None, loss: float | None = None) -> Path:
+    """Write out_dir/checkpoints/step-N/ as a whole (with the step's training loss),
+    then prune the older ones."""
     check_finite(model, optimizer, step)
     root = Path(out_dir) / "checkpoints"
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
@@ -294,11 +299,12 @@ def save_checkpoint(out_dir: Path, model: LanguageModel, optimizer: Optimizer,
              "data_generator": generator.get_state(),
              "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
              "config": asdict(config), "facts": facts or {}}
-    with replaced_folder(root / f"step-{step:06d}") as folder:
-        write_pretrained(model, folder)
-        torch.save(state, folder / "trainer_state.pt")
-    for old in list_checkpoints(out_dir)[: -config.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
+    with naming_a_full_disk(root / f"step-{step:06d}"):
+        with replaced_folder(root / f"step-{step:06d}") as folder:
+            write_pretrained(model, folder)
+            torch.save(state, folder / "trainer_state.pt")
+            (folder / "loss.json").write_text(json.dumps({"step": step, "loss": loss}))
+    prune_checkpoints(out_dir, config.keep_checkpoints)
     return root / f"step-{step:06d}"
 
 # %% ../book/07_training.ipynb #032af147
@@ -312,6 +318,39 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     """The newest complete checkpoint folder of out_dir, or None."""
     folders = list_checkpoints(out_dir)
     return folders[-1] if folders else None
+
+# %% ../book/07_training.ipynb #c4e1a9d3
+GOOD_LOSS_FACTOR = 3.0  # good: a loss at most this times the lowest checkpointed one
+
+
+def checkpoint_loss(folder: Path) -> float | None:
+    """The training loss a checkpoint recorded (None: not recorded)."""
+    try:
+        loss = json.loads((Path(folder) / "loss.json").read_text())["loss"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None if loss is None else float(loss)
+
+
+def good_checkpoints(folders: list[Path]) -> list[Path]:
+    """The folders whose recorded loss is finite and near the best (oldest first)."""
+    losses = {folder: checkpoint_loss(folder) for folder in folders}
+    finite = [x for x in losses.values() if x is not None and math.isfinite(x)]
+    best = min(finite, default=math.inf)
+    return [f for f, x in losses.items()
+            if x is None or (math.isfinite(x) and x <= GOOD_LOSS_FACTOR * best)]
+
+
+def prune_checkpoints(out_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest keep checkpoints, and the newest good one."""
+    folders = list_checkpoints(out_dir)
+    kept = set(folders[-keep:])
+    good = good_checkpoints(folders)
+    if good:
+        kept.add(good[-1])
+    for old in folders:
+        if old not in kept:
+            shutil.rmtree(old, ignore_errors=True)
 
 # %% ../book/07_training.ipynb #7fcf2f53
 def read_trainer_state(folder: Path) -> dict:
@@ -484,18 +523,31 @@ class TrainingDiverged(FloatingPointError):
 def divergence_message(loss: float, grad_norm: float, step: int,
                        config: TrainConfig) -> str:
     """What went wrong at step, and how to go on from the last good checkpoint."""
-    kept = latest_checkpoint(config.out_dir) if config.out_dir else None
+    folders = list_checkpoints(config.out_dir) if config.out_dir else []
+    good = good_checkpoints(folders)
+    kept = good[-1] if good else None
     lower = f"--learning-rate {config.learning_rate / 2:g}"
-    if kept is None:
+    newer = [f for f in folders if kept is not None and f.name > kept.name]
+    if kept is None and folders:
+        advice = (
+            f"Every checkpoint kept in {folders[0].parent} has a blown-up loss. "
+            f"Start again with a lower learning rate ({lower})."
+        )
+    elif kept is None:
         warmup = 2 * config.warmup_steps or 100
         advice = (
             f"No checkpoint was written yet. Start again with a lower learning "
             f"rate ({lower}) or a longer warmup (--warmup-steps {warmup})."
         )
     else:
+        move = (f"The newer {', '.join(f.name for f in newer)} already blew up "
+                f"(training loss {checkpoint_loss(newer[-1]):.3g}): move them out "
+                f"of {kept.parent} first, since --resume takes the newest. "
+                ) if newer else ""
         advice = (
-            f"Last good checkpoint: {kept}. Resume from it with a lower learning "
-            f"rate: --resume --allow-config-change {lower}."
+            f"Last good checkpoint: {kept} (training loss "
+            f"{checkpoint_loss(kept) or math.nan:.4g}). {move}Resume from it with a "
+            f"lower learning rate: --resume --allow-config-change {lower}."
         )
     return (
         f"the training loss became {loss} (gradient norm {grad_norm}) at step "
@@ -550,7 +602,7 @@ def format_metrics(m: dict) -> str:
 def resolve_device(config: TrainConfig, local_rank: int) -> torch.device:
     """The device of this process."""
     if config.device != "auto":
-        return torch.device(config.device)
+        return check_device_visible(torch.device(config.device))
     return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
 
 
@@ -583,6 +635,53 @@ def autocast_for(config: TrainConfig, device: torch.device):
         )
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[name]
     return lambda: torch.autocast(device.type, dtype=dtype)
+
+# %% ../book/07_training.ipynb #b9d4e7f2
+class UsageError(ValueError):
+    """A bad command line: a flag, a combination of flags or an input file."""
+
+
+def check_out_dir(out_dir: str | Path | None) -> None:
+    """Refuse an out_dir that exists as something other than a folder."""
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UsageError(f"--out-dir {out_dir} is a file, not a folder: choose "
+                         f"another --out-dir (a new or an existing folder)")
+
+
+def check_device_visible(device: torch.device) -> torch.device:
+    """The device, refused if it is a GPU that PyTorch cannot see."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and count == 0:
+        raise UsageError(f"--device {device}: no CUDA GPU is visible: use --device cpu "
+                         f"(or auto, which takes a GPU when there is one)")
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise UsageError(f"--device {device}: only {count} CUDA GPU(s) are visible "
+                         f"(cuda:0 to cuda:{count - 1}): pick one of them")
+    return device
+
+# %% ../book/07_training.ipynb #f3d8a6b3
+def free_space(path: Path) -> int:
+    """Free bytes on the disk that holds path (or its nearest existing parent)."""
+    where = next(p for p in (Path(path).absolute(), *Path(path).absolute().parents)
+                 if p.exists())
+    return shutil.disk_usage(where).free
+
+
+@contextmanager
+def naming_a_full_disk(path: Path) -> Iterator[None]:
+    """Turn a write that failed on a full disk (an OSError, or torch's or
+    safetensors' own error) into OSError(ENOSPC) naming path and the space left."""
+    try:
+        yield
+    except Exception as err:
+        full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        if not (full or free_space(path) < 1 << 26):  # under 64 MiB free: full
+            raise
+        raise OSError(errno.ENOSPC, (
+            f"no space left to write {path} ({free_space(path) / 2**20:,.0f} MiB "
+            f"free on its disk): free some space or choose another --out-dir; the "
+            f"checkpoints already written are whole, and --resume continues from "
+            f"the newest")) from err
 
 # %% ../book/07_training.ipynb #9d09f42f
 def check_run(model: LanguageModel, config: TrainConfig, train_tokens: np.ndarray,
@@ -639,6 +738,7 @@ def train(model: LanguageModel, config: TrainConfig,
           log: Callable[[str], None] | None = print) -> TrainResult:
     """Train model in place; return the metrics. Data defaults to chapter 1's splits."""
     rank, _, _ = distributed_context()
+    check_out_dir(config.out_dir)
     check_resumable(config)
     with run_lock(config.out_dir if rank == 0 else None):
         return _train(model, config, train_tokens, val_tokens, log)
@@ -677,6 +777,7 @@ class Run:
     autocast: Callable  # a context-manager factory (autocast_for)
     say: Callable[[str], None]  # prints on rank 0, silent on the others
     step_model: nn.Module | None = None  # the model, compiled and/or wrapped in DDP
+    bar: object | None = None  # the tqdm bar while steps run (log lines go around it)
 
     @property
     def is_main(self) -> bool:
@@ -743,7 +844,7 @@ def run_steps(run: Run, start_step: int, earlier: list[dict]) -> TrainResult:
     last_step = config.max_steps
     if config.stop_after is not None:
         last_step = min(config.max_steps, config.stop_after)
-    bar = progress_bar(run, start_step, last_step)
+    bar = run.bar = progress_bar(run, start_step, last_step)
     clock = Clock()
     run.model.train()
     for step in range(start_step, last_step):
@@ -759,6 +860,7 @@ def run_steps(run: Run, start_step: int, earlier: list[dict]) -> TrainResult:
         after_step(run, result, clock, train_loss, lr, done=step + 1 == last_step)
     if bar is not None:
         bar.close()
+        run.bar = None
     result.wall_time_s = clock.since_start()
     return result
 
@@ -813,7 +915,7 @@ def after_step(run: Run, result: TrainResult, clock: Clock, train_loss: float,
     if config.out_dir and run.is_main and checkpoint_now:
         result.checkpoint = save_checkpoint(Path(config.out_dir), run.model,
                                             run.optimizer, step, run.generator,
-                                            config, run.facts)
+                                            config, run.facts, train_loss)
     if run.world_size > 1:
         dist.barrier()
 
@@ -826,7 +928,8 @@ def every(step: int, interval: int) -> bool:
 def record(entry: dict, result: TrainResult, run: Run) -> None:
     """Keep a metrics entry, print it, append it to metrics.jsonl."""
     result.metrics.append(entry)
-    run.say(format_metrics(entry))
+    with run.bar.external_write_mode() if run.bar is not None else nullcontext():
+        run.say(format_metrics(entry))  # the bar steps aside, then is drawn again
     if run.metrics_path:
         with run.metrics_path.open("a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -911,19 +1014,21 @@ def model_from_args(args: argparse.Namespace, seed: int) -> LanguageModel:
     names = (*MODEL_SIZES, "dropout", "sense_dedup", "sense_sum")
     sizes = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     torch.manual_seed(seed)
-    return build_model(args.model, args.preset, **sizes)
+    return build_model(args.model, args.preset or "tiny", **sizes)
 
 # %% ../book/07_training.ipynb #64e16358
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model, its sizes, the data files and the saved precision."""
     parser.add_argument("--model", default="backpack",
                         choices=["backpack", "transformer"])
-    parser.add_argument("--preset", default="tiny", help="tiny, micro, mini or small")
+    parser.add_argument("--preset", default=None,
+                        help="tiny (default), micro, mini or small")
     parser.add_argument("--init-from", default=None,
-                        help="a saved model folder to finetune")
+                        help="a saved model folder to finetune (it has its own sizes)")
     for split in ("train", "val"):
         parser.add_argument(f"--{split}-bin", default=None,
-                            help="uint16 token file (default: chapter 1's)")
+                            help="uint16 token file of the model's tokenizer, made by "
+                            "backpack.data.encode_corpus (default: chapter 1's)")
     for name in MODEL_SIZES:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     parser.add_argument("--dropout", type=float, default=None)
@@ -947,7 +1052,11 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, with the field's default."""
     for f in fields(TrainConfig):
         flag = f"--{f.name.replace('_', '-')}"
-        if f.type == "bool":
+        if f.name == "block_size":
+            parser.add_argument(flag, type=int, default=None,
+                                help="tokens per sequence (default: the model's "
+                                "context, n_positions)")
+        elif f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
                                 default=f.default)
         else:
@@ -963,17 +1072,81 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 # %% ../book/07_training.ipynb #74cbceda
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig of the command line (checked when made)."""
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+def config_from_args(args: argparse.Namespace,
+                     context: int | None = None) -> TrainConfig:
+    """The TrainConfig of the command line (checked when made); without --block-size
+    the block is context, the model's n_positions (or TrainConfig's default)."""
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    if values["block_size"] is None:
+        values["block_size"] = context or TrainConfig.block_size
+    return TrainConfig(**values)
 
 
-def tokens_from_args(args: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray]:
-    """The training tokens (None: train loads chapter 1's) and validation tokens."""
-    train_tokens = read_token_file(args.train_bin) if args.train_bin else None
-    if args.val_bin:
-        return train_tokens, read_token_file(args.val_bin)
-    return train_tokens, load_tokens("validation")
+def tokens_from_args(
+    args: argparse.Namespace, vocab_size: int, say: Callable[[str], None] = print
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training and validation tokens, checked against the vocabulary."""
+    splits = []
+    for flag, path, split in (("--train-bin", args.train_bin, "train"),
+                              ("--val-bin", args.val_bin, "validation")):
+        if path is None:
+            say(f"loading chapter 1's {split} tokens (tokenized into {CACHE_DIR} "
+                f"on first use)...")
+            path = encode_corpus(split)
+        splits.append(check_token_file(flag, path, vocab_size))
+    return splits[0], splits[1]
+
+# %% ../book/07_training.ipynb #e2b7c5a2
+TEXT_SUFFIXES = (".txt", ".text", ".md", ".csv", ".json", ".jsonl")
+
+
+def looks_like_text(path: Path) -> bool:
+    """A text suffix, or a start that decodes as printable UTF-8 (token ids do not:
+    their high bytes are mostly control characters)."""
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        return True
+    with open(path, "rb") as f:
+        text = f.read(4096).decode("utf-8", errors="replace")
+    printable = sum(ch.isprintable() or ch in "\n\r\t" for ch in text)
+    return text.count("\ufffd") <= 2 and printable >= 0.95 * len(text)
+
+
+def check_token_file(flag: str, path: str | Path, vocab_size: int) -> np.memmap:
+    """The token file of a flag, refused unless it holds uint16 ids < vocab_size."""
+    path = Path(path)
+    encode = (f"encode the text first with backpack.data.encode_corpus('<text file>'), "
+              f"which writes a token file under {CACHE_DIR} and returns its path, "
+              f"and pass that path to {flag}")
+    if path.is_file() and path.stat().st_size and looks_like_text(path):
+        encode = encode.replace("'<text file>'", f"'{path}'")
+        raise UsageError(f"{flag} {path}: this looks like a text file, not a file of "
+                         f"uint16 token ids: {encode}")
+    try:
+        tokens = read_token_file(path)
+    except DataError as err:
+        raise UsageError(f"{flag}: {err}") from None
+    top = int(tokens.max())  # a pass over the memmap: ~10 ms per 10M tokens
+    if top >= vocab_size:
+        raise UsageError(f"{flag} {path} holds token id {top}, outside the model's "
+                         f"vocabulary of {vocab_size} ids (0 to {vocab_size - 1}): it "
+                         f"was made with another tokenizer; {encode}")
+    return tokens
+
+# %% ../book/07_training.ipynb #e2b7c5a3
+SIZE_FLAGS = (*MODEL_SIZES, "preset", "sense_dedup", "sense_sum")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse flags that contradict each other, before anything is loaded."""
+    given = [f"--{n.replace('_', '-')}" for n in SIZE_FLAGS
+             if getattr(args, n) is not None]
+    if args.init_from and given:
+        raise UsageError(
+            f"--init-from {args.init_from} loads a saved model with its own sizes, "
+            f"so {', '.join(given)} would be ignored: drop them, or train a new "
+            f"model without --init-from"
+        )
+
 
 # %% ../book/07_training.ipynb #5e91e98d
 def device_name(device: torch.device) -> str:
@@ -984,7 +1157,8 @@ def device_name(device: torch.device) -> str:
 
 
 def run_summary(model: LanguageModel, args: argparse.Namespace, config: TrainConfig,
-                result: TrainResult, slice_loss: float, device: torch.device) -> dict:
+                result: TrainResult, slice_loss: float, device: torch.device,
+                slice_tokens: int = EVAL_SLICE_TOKENS) -> dict:
     """The contents of results.json."""
     resumed_tokens = result.resumed_at * result.tokens_seen / max(result.final_step, 1)
     trained_tokens = result.tokens_seen - resumed_tokens  # by the steps this run took
@@ -994,22 +1168,28 @@ def run_summary(model: LanguageModel, args: argparse.Namespace, config: TrainCon
             "wall_time_s": result.wall_time_s,
             "tokens_per_s": trained_tokens / max(result.wall_time_s, 1e-9),
             "device": device_name(device), "final_val_loss": result.final_val_loss,
-            "val_slice_tokens": EVAL_SLICE_TOKENS, "val_slice_loss": slice_loss,
-            "val_slice_ppl": perplexity(slice_loss), "saved_dtype": args.save_dtype}
+            "val_slice_tokens": slice_tokens, "val_slice_loss": slice_loss,
+            "val_slice_ppl": perplexity(slice_loss), "saved_dtype": args.save_dtype,
+            "init_from": args.init_from}
 
 # %% ../book/07_training.ipynb #21c40653
 def write_results(model: LanguageModel, args: argparse.Namespace, config: TrainConfig,
                   result: TrainResult, val_tokens: np.ndarray,
-                  device: torch.device) -> dict:
+                  device: torch.device, say: Callable[[str], None] = print) -> dict:
     """Save the final model, evaluate it on the validation slice, write the results."""
     out = Path(config.out_dir)
-    save_pretrained(model, out / "model", dtype=getattr(torch, args.save_dtype))
+    with naming_a_full_disk(out / "model"):
+        save_pretrained(model, out / "model", dtype=getattr(torch, args.save_dtype))
     saved = load_pretrained(out / "model", device=device)
+    usable = min(EVAL_SLICE_TOKENS, len(val_tokens) - 1)
+    slice_tokens = usable // config.block_size * config.block_size
+    say(f"evaluating on the validation slice ({slice_tokens:,} tokens)...")
     slice_loss = evaluate_tokens(saved, val_tokens, config.block_size,
                                  EVAL_SLICE_TOKENS, device=device)
-    summary = run_summary(model, args, config, result, slice_loss, device)
-    write_json(out / "results.json", summary, indent=2)
-    write_curves(out, args.model)
+    summary = run_summary(model, args, config, result, slice_loss, device, slice_tokens)
+    with naming_a_full_disk(out / "results.json"):
+        write_json(out / "results.json", summary, indent=2)
+        write_curves(out, args.model)
     return summary
 
 
@@ -1022,32 +1202,93 @@ def write_curves(out: Path, label: str) -> None:
     atomic_write(out / "curves.png", lambda tmp: ax.figure.savefig(
         tmp, format="png", dpi=120, bbox_inches="tight"))
 
+# %% ../book/07_training.ipynb #f3d8a6b2
+class FailedToLearn(RuntimeError):
+    """The final validation loss is worse than guessing uniformly (exit status 3)."""
+
+
+def run_warnings(args: argparse.Namespace, config: TrainConfig) -> list[str]:
+    """What the person should know before the run starts."""
+    notes = []
+    if config.out_dir is None:
+        notes.append("no --out-dir: the model will be trained and then discarded "
+                     "(pass --out-dir DIR to keep it)")
+    if args.init_from and config.max_steps <= config.warmup_steps:
+        notes.append(
+            f"fine-tuning: all {config.max_steps} steps fall inside the warmup "
+            f"(--warmup-steps {config.warmup_steps}), so the learning rate never "
+            f"reaches --learning-rate {config.learning_rate:g}: lower --warmup-steps")
+    return notes
+
+
+def summary_lines(summary: dict, config: TrainConfig) -> list[str]:
+    """The end of a run, in words."""
+    out, eval_batches = Path(config.out_dir), config.eval_batches
+    return [
+        f"saved the model to {out / 'model'} (and results.json, curves.png)",
+        f"validation perplexity {summary['val_slice_ppl']:.2f} (exp of the mean loss "
+        f"on the fixed validation slice of {summary['val_slice_tokens']:,} tokens; "
+        f"the log's 'val' is the loss on {eval_batches} random validation batches)",
+        f"{summary['steps']:,} steps, {summary['tokens_seen']:,} tokens, "
+        f"{summary['tokens_per_s']:,.0f} tokens/s on {summary['device']}",
+    ]
+
+
+def check_learned(loss: float | None, vocab_size: int, config: TrainConfig) -> None:
+    """Raise FailedToLearn if loss is over a nat worse than uniform guessing (ln V)."""
+    uniform = math.log(vocab_size)
+    if loss is not None and not loss <= uniform + 1.0:  # a fresh model starts near ln V
+        kept = f"; the model is saved in {config.out_dir}" if config.out_dir else ""
+        raise FailedToLearn(
+            f"the final validation loss {loss:.4g} is worse than guessing uniformly "
+            f"(ln V = ln {vocab_size} = {uniform:.3f}): the run failed to learn; try "
+            f"a smaller --learning-rate (this run: {config.learning_rate:g}){kept}")
+
 # %% ../book/07_training.ipynb #02516e5c
 def main(argv: list[str] | None = None) -> TrainResult:
     """Entry point of `python -m backpack.train`."""
     args = parse_args(argv)
-    config = config_from_args(args)
-    model = model_from_args(args, config.seed)
-    train_tokens, val_tokens = tokens_from_args(args)
+    check_args(args)
+    config = config_from_args(args)  # checked before anything slow happens
     rank, _, local_rank = distributed_context()
+    device = resolve_device(config, local_rank)
+    check_out_dir(config.out_dir)
+    say = print if rank == 0 else (lambda _: None)
+    model = model_from_args(args, config.seed)
+    config = config_from_args(args, model.config.n_positions)
+    for line in run_warnings(args, config):
+        say(f"warning: {line}")
+    train_tokens, val_tokens = tokens_from_args(args, model.config.vocab_size, say)
     with run_lock(config.out_dir if rank == 0 else None):
         result = train(model, config, train_tokens, val_tokens)
+        final = result.final_val_loss  # on random validation batches
         if config.out_dir and rank == 0:
-            summary = write_results(model, args, config, result, val_tokens,
-                                    resolve_device(config, local_rank))
-            shown = ("steps", "tokens_seen", "val_slice_ppl", "device")
-            print(json.dumps({k: summary[k] for k in shown}))
+            summary = write_results(model, args, config, result, val_tokens, device,
+                                    say)
+            for line in summary_lines(summary, config):
+                say(line)
+            final = summary["val_slice_loss"]
     if dist.is_initialized():
         dist.destroy_process_group()
+    if rank == 0:
+        check_learned(final, model.config.vocab_size, config)
     return result
 
 
 def cli() -> None:
-    """`python -m backpack.train`: main(); a bad input is one line, not a traceback."""
+    """`python -m backpack.train`: main(); a bad input is one line, not a traceback:
+    exit status 2 for a bad command line, 3 for a run that failed to learn, else 1."""
+    prog = "python -m backpack.train"
     try:
         main()
+    except (UsageError, ConfigError) as err:  # a bad flag or a bad value of one
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except FailedToLearn as err:
+        print(f"{prog}: warning: {err}", file=sys.stderr)
+        sys.exit(3)
     except (ValueError, OSError, RunLocked, TrainingDiverged) as err:
-        sys.exit(f"python -m backpack.train: error: {err}")
+        sys.exit(f"{prog}: error: {err}")
 
 # %% ../book/07_training.ipynb #4d9780b4
 from .data import data_not_found_message

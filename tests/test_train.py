@@ -263,7 +263,8 @@ def test_finetune_starts_from_a_saved_model(tmp_path):
     assert isinstance(tuned, BackpackLM) and tuned.config == start.config
     changed = [not torch.equal(a, b) for a, b in zip(start.state_dict().values(), tuned.state_dict().values())]
     assert any(changed)
-    assert json.loads((tmp_path / "tuned" / "results.json").read_text())["steps"] == 3
+    results = json.loads((tmp_path / "tuned" / "results.json").read_text())
+    assert results["steps"] == 3 and results["init_from"] == str(tmp_path / "init")
 
 
 def tiny_cli_args(tmp_path: Path, max_steps: int) -> list[str]:
@@ -380,3 +381,51 @@ def test_bf16_counts_as_native_only_with_the_instructions(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         autocast_for(TrainConfig(dtype="bfloat16"), cpu)
+
+
+def test_the_cli_defaults_the_block_to_the_context_and_summarises_in_words(tmp_path, capsys):
+    """No --block-size: the model's n_positions; the summary names the folder and the
+    perplexity with its definition; results.json records init_from."""
+    from backpack.train import main, parse_args
+    args = [a for a in tiny_cli_args(tmp_path, 2)]
+    del args[args.index("--block-size"):args.index("--block-size") + 2]
+    main(args + ["--out-dir", str(tmp_path / "run")])
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["train"]["block_size"] == 32 and results["init_from"] is None
+    out = capsys.readouterr().out
+    assert f"saved the model to {tmp_path / 'run' / 'model'}" in out
+    assert "evaluating on the validation slice (2,976 tokens)..." in out
+    assert ("validation perplexity {:.2f} (exp of the mean loss on the fixed validation "
+            "slice of 2,976 tokens".format(results["val_slice_ppl"])) in out
+    assert "tokens/s on CPU" in out
+    with pytest.raises(SystemExit):  # and --help says so
+        parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: the model's context, n_positions)" in shown
+
+
+def test_log_lines_step_around_the_progress_bar(monkeypatch):
+    """While the bar is drawn, each log line is printed in the bar's external_write_mode."""
+    import backpack.train as train_module
+    from contextlib import contextmanager
+
+    class Bar:
+        writing = False
+
+        def update(self, n): pass
+
+        def set_postfix(self, **k): pass
+
+        def close(self): pass
+
+        @contextmanager
+        def external_write_mode(self):
+            Bar.writing = True
+            yield
+            Bar.writing = False
+
+    lines = []
+    monkeypatch.setattr(train_module, "progress_bar", lambda *a: Bar())
+    train(fresh(), config(max_steps=6, progress=True), TRAIN, VAL,
+          log=lambda line: lines.append((Bar.writing, line)))
+    assert lines and all(writing for writing, _ in lines)
