@@ -298,6 +298,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'backpack.interventions.reweight': ('interventions.html#reweight', 'backpack/interventions.py'),
                                         'backpack.interventions.right_padded': ( 'interventions.html#right_padded',
                                                                                  'backpack/interventions.py'),
+                                        'backpack.interventions.row_maxima': ('interventions.html#row_maxima', 'backpack/interventions.py'),
                                         'backpack.interventions.sense_gap_contributions': ( 'interventions.html#sense_gap_contributions',
                                                                                             'backpack/interventions.py'),
                                         'backpack.interventions.sense_indices': ( 'interventions.html#sense_indices',

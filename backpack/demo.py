@@ -220,7 +220,7 @@ def cached_sense_peaks(demo: Demo) -> torch.Tensor:
         return demo.peaks
     vocab, k = demo.model.config.vocab_size, demo.model.config.num_senses
     print(
-        f"scoring {vocab:,} x {k} senses against the vocabulary (once; 15-50 s on "
+        f"scoring {vocab:,} x {k} senses against the vocabulary (once; about 20 s on "
         f"a 2-core CPU, then cached in {path.parent}):",
         end="", file=demo.out, flush=True,
     )

@@ -7,6 +7,7 @@ control and knowledge editing (chapter 9)."""
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 import re
 import reprlib
@@ -27,7 +28,7 @@ __all__ = ['SenseEdit', 'TokenRun', 'PROFESSIONS', 'EVALUATION_PROMPTS', 'ESTIMA
            'SenseReplace', 'replace_senses', 'add_to_senses', 'token_senses', 'fill', 'encode_prompts', 'right_padded',
            'last_logits', 'pronoun_gap', 'bias_score', 'sense_gap_contributions', 'fit_sense_weights', 'project_out',
            'touched_windows', 'summed_losses', 'next_word_curve', 'edit_senses', 'edit_fact', 'prediction_change',
-           'topic_bag', 'sense_peaks', 'topic_scores', 'check_strength', 'band_weights', 'topic_weights',
+           'topic_bag', 'row_maxima', 'sense_peaks', 'topic_scores', 'check_strength', 'band_weights', 'topic_weights',
            'check_topic_deltas', 'TopicSteering', 'continuation_perplexity', 'topic_rate']
 
 # %% ../book/09_interventions.ipynb #8fd77e46
@@ -556,6 +557,19 @@ def topic_bag(tokenizer: Tokenizer, words: str | Sequence[str]) -> list[int]:
     return sorted(ids)
 
 # %% ../book/09_interventions.ipynb #63a204f1
+def row_maxima(rows: torch.Tensor, E: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """max_v rows . E_v for each of rows (r, d) against E (V, d): (r,), one block of
+    E at a time into a reused buffer, so the (r, V) logits never exist at once."""
+    best = torch.full((rows.shape[0],), -math.inf)  # (r,)
+    tile = torch.empty(rows.shape[0], block)  # (r, block)
+    for start in range(0, E.shape[0], block):
+        part = E[start : start + block]  # (b, d)
+        out = tile if len(part) == block else None  # the last block may be short
+        logits = torch.mm(rows, part.T, out=out)  # (r, b)
+        torch.maximum(best, logits.amax(-1), out=best)
+    return best
+
+
 def sense_peaks(
     model: BackpackLM,
     chunk: int = 256,
@@ -566,13 +580,14 @@ def sense_peaks(
     given, is called with (tokens done, vocabulary size) after each chunk."""
     check_backpack(model)
     E = model.word_embeddings.detach().float()  # (V, d)
-    vocab = model.config.vocab_size
-    peaks = torch.empty(vocab, model.config.num_senses)  # (V, k)
+    vocab, k = model.config.vocab_size, model.config.num_senses
+    peaks = torch.empty(vocab, k)  # (V, k)
     with evaluating(model):
         for start in range(0, vocab, chunk):
             stop = min(start + chunk, vocab)
             senses = model.sense_network(E[start:stop][None])[0].float()  # (k, c, d)
-            peaks[start:stop] = (senses @ E.T).amax(-1).T  # (c, k)
+            best = row_maxima(senses.reshape(-1, E.shape[1]), E)  # (k * c,)
+            peaks[start:stop] = best.view(k, -1).T  # (c, k)
             if progress is not None:
                 progress(stop, vocab)
     return peaks

@@ -236,3 +236,14 @@ def test_sense_peaks_and_topic_scores_against_the_formula():
         torch.testing.assert_close(scores.double(), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match=r"peaks must be \(vocab, k\) = \(64, 4\)"):
         topic_scores(model, bags, peaks=got_peaks[:10])
+
+
+def test_row_maxima_equal_the_maximum_of_the_whole_product():
+    """Blocks of E (a short last one included) give the maxima of rows @ E.T."""
+    from backpack.interventions import row_maxima
+
+    rows, E = torch.randn(37, 8, dtype=torch.float64), torch.randn(1000, 8, dtype=torch.float64)
+    expected = (rows @ E.T).amax(-1)
+    for block in (64, 300, 1000, 4096):
+        torch.testing.assert_close(row_maxima(rows.float(), E.float(), block).double(),
+                                   expected, rtol=1e-5, atol=1e-5)
