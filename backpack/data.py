@@ -39,7 +39,7 @@ __all__ = ['REPO_DIR', 'DATA_DIR', 'CACHE_DIR', 'CORPUS_DIR', 'CORPUS_FILES', 'M
 # %% ../book/01_data.ipynb #data-folders
 def user_folder(kind: str) -> Path:
     """This user's "data" or "cache" folder for the package: on Linux
-    $XDG_DATA_HOME/backpack or ~/.local/share/backpack, $XDG_CACHE_HOME/backpack or
+    XDG_DATA_HOME/backpack or ~/.local/share/backpack, XDG_CACHE_HOME/backpack or
     ~/.cache/backpack; on macOS ~/Library/Application Support/backpack and
     ~/Library/Caches/backpack; on Windows backpack and backpack-cache in
     %LOCALAPPDATA%."""
@@ -64,7 +64,8 @@ def is_checkout(repo: Path) -> bool:
 
 
 def find_data_dir(repo: Path) -> Path:
-    """$BACKPACK_DATA if set, else repo/data in a clone, else the user data folder
+    """The folder the environment variable BACKPACK_DATA names if set, else repo/data
+    in a clone, else the user data folder
     (which `python -m backpack data install` fills)."""
     if os.environ.get("BACKPACK_DATA"):
         return Path(os.environ["BACKPACK_DATA"]).expanduser().absolute()
@@ -74,8 +75,8 @@ def find_data_dir(repo: Path) -> Path:
 
 
 def find_cache_dir(repo: Path) -> Path:
-    """$BACKPACK_CACHE if set, else repo/.cache/backpack in a clone, else the user
-    cache folder."""
+    """The folder the environment variable BACKPACK_CACHE names if set, else
+    repo/.cache/backpack in a clone, else the user cache folder."""
     if os.environ.get("BACKPACK_CACHE"):
         return Path(os.environ["BACKPACK_CACHE"]).expanduser().absolute()
     if is_checkout(repo):

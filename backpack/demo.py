@@ -303,8 +303,8 @@ def continue_prompt(demo: Demo, prompt: str) -> None:
 
 # %% ../book/09b_demo.ipynb #3f9b6e21
 def explain(demo: Demo) -> None:
-    """:why: the five largest contributions to the last prompt's top prediction, under
-    the interventions its continuation used."""
+    """The `:why` command: the five largest contributions to the last prompt's top
+    prediction, under the interventions its continuation used."""
     if demo.last_prompt is None:
         demo.say("nothing to explain yet: type a prompt first")
         return
