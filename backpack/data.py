@@ -64,9 +64,8 @@ def is_checkout(repo: Path) -> bool:
 
 
 def find_data_dir(repo: Path) -> Path:
-    """The folder the environment variable BACKPACK_DATA names if set, else repo/data
-    in a clone, else the user data folder
-    (which `python -m backpack data install` fills)."""
+    """The folder named by BACKPACK_DATA (environment) if set, else repo/data in a
+    clone, else the user data folder (`python -m backpack data install` fills it)."""
     if os.environ.get("BACKPACK_DATA"):
         return Path(os.environ["BACKPACK_DATA"]).expanduser().absolute()
     if is_checkout(repo) and (repo / "data").is_dir():
