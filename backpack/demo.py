@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import html
 import io
 import secrets
@@ -54,7 +53,7 @@ from backpack.interventions import (
     topic_scores,
     topic_weights,
 )
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, weights_digest
 from .train import trained_model_dir
 
 # %% ../book/09b_demo.ipynb #7ae677f0
@@ -199,14 +198,12 @@ def debias_edit(demo: Demo) -> SenseEdit:
 
 
 def weights_fingerprint(model) -> str:
-    """sha256 of the tensors sense_peaks reads: E and the sense network's weights."""
-    digest = hashlib.sha256()
-    for name, tensor in [("E", model.word_embeddings)] + sorted(
-        model.sense_network.state_dict().items()
-    ):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:32]
+    """weights_digest (chapter 6) of the tensors sense_peaks reads: E and the sense
+    network's weights."""
+    tensors = {"E": model.word_embeddings.detach()}
+    for name, tensor in model.sense_network.state_dict().items():
+        tensors[f"sense_network.{name}"] = tensor
+    return weights_digest(tensors)
 
 # %% ../book/09b_demo.ipynb #39f2bb3e
 def cached_sense_peaks(demo: Demo) -> torch.Tensor:
