@@ -28,8 +28,9 @@ __all__ = ['SenseEdit', 'TokenRun', 'PROFESSIONS', 'EVALUATION_PROMPTS', 'ESTIMA
            'SenseReplace', 'replace_senses', 'add_to_senses', 'token_senses', 'fill', 'encode_prompts', 'right_padded',
            'last_logits', 'pronoun_gap', 'bias_score', 'sense_gap_contributions', 'fit_sense_weights', 'project_out',
            'touched_windows', 'summed_losses', 'next_word_curve', 'edit_senses', 'edit_fact', 'prediction_change',
-           'topic_bag', 'row_maxima', 'sense_peaks', 'topic_scores', 'check_strength', 'band_weights', 'topic_weights',
-           'check_topic_deltas', 'TopicSteering', 'continuation_perplexity', 'topic_rate']
+           'topic_bag', 'row_maxima', 'vocabulary_senses', 'sense_peaks', 'topic_scores', 'check_strength',
+           'band_weights', 'topic_weights', 'check_topic_deltas', 'TopicSteering', 'continuation_perplexity',
+           'topic_rate']
 
 # %% ../book/09_interventions.ipynb #8fd77e46
 SenseEdit = Callable[
@@ -570,6 +571,18 @@ def row_maxima(rows: torch.Tensor, E: torch.Tensor, block: int = 1024) -> torch.
     return best
 
 
+def vocabulary_senses(
+    model: BackpackLM, chunk: int
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(start, stop, senses (k, stop - start, d) in float32) of every token of the
+    vocabulary, chunk tokens at a time, without gradients."""
+    E = model.word_embeddings.detach().float()  # (V, d)
+    with evaluating(model):
+        for start in range(0, model.config.vocab_size, chunk):
+            stop = min(start + chunk, model.config.vocab_size)
+            yield start, stop, model.sense_network(E[start:stop][None])[0].float()
+
+
 def sense_peaks(
     model: BackpackLM,
     chunk: int = 256,
@@ -582,14 +595,11 @@ def sense_peaks(
     E = model.word_embeddings.detach().float()  # (V, d)
     vocab, k = model.config.vocab_size, model.config.num_senses
     peaks = torch.empty(vocab, k)  # (V, k)
-    with evaluating(model):
-        for start in range(0, vocab, chunk):
-            stop = min(start + chunk, vocab)
-            senses = model.sense_network(E[start:stop][None])[0].float()  # (k, c, d)
-            best = row_maxima(senses.reshape(-1, E.shape[1]), E)  # (k * c,)
-            peaks[start:stop] = best.view(k, -1).T  # (c, k)
-            if progress is not None:
-                progress(stop, vocab)
+    for start, stop, senses in vocabulary_senses(model, chunk):  # (k, c, d)
+        best = row_maxima(senses.reshape(-1, E.shape[1]), E)  # (k * c,)
+        peaks[start:stop] = best.view(k, -1).T  # (c, k)
+        if progress is not None:
+            progress(stop, vocab)
     return peaks
 
 
@@ -612,12 +622,9 @@ def topic_scores(
         )
     E = model.word_embeddings.detach().float()  # (V, d)
     bag_sums = torch.stack([E[list(bag)].sum(0) for bag in bags])  # (t, d)
-    parts = []
-    with evaluating(model):
-        for start in range(0, model.config.vocab_size, chunk):
-            stop = min(start + chunk, model.config.vocab_size)
-            senses = model.sense_network(E[start:stop][None])[0].float()  # (k, c, d)
-            parts.append(senses @ bag_sums.T)  # (k, c, t)
+    parts = [  # (k, c, t) per chunk
+        senses @ bag_sums.T for _, _, senses in vocabulary_senses(model, chunk)
+    ]
     dots = torch.cat(parts, dim=1).permute(2, 1, 0)  # (t, V, k)
     return (dots / peaks).contiguous()
 
