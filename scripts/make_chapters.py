@@ -4,10 +4,11 @@
     python scripts/make_chapters.py --all
 
 1. `nbdev-export`: the `#| export` cells of every chapter -> backpack/<module>.py
-2. executes each given notebook in place (kernel python3, working directory book/), so that its stored
-   outputs are the ones its code prints on this machine;
-3. cleans it: nbdev's clean (volatile metadata removed) keeping cell tags, which nbval reads
-   (nbval-ignore-output, nbval-skip), and numbering execution counts 1..N, which nbval needs.
+2. executes each given notebook in place (kernel python3, working directory book/), so
+   that its stored outputs are the ones its code prints on this machine;
+3. cleans it: nbdev's clean (volatile metadata removed) keeping cell tags, which nbval
+   reads (nbval-ignore-output, nbval-skip), and numbering execution counts 1..N, which
+   nbval needs.
 """
 from __future__ import annotations
 
@@ -25,14 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def execute(path: Path, timeout: int = 900) -> None:
-    """Run every cell of the notebook at path and store the outputs (raises on the first error)."""
+    """Run every cell of the notebook at path and store the outputs (raises on the first
+    error)."""
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     nbformat.write(nb, path)
 
 
-# What the book build needs to highlight code without executing the notebook (and nothing volatile).
+# What the book build needs to highlight code without executing the notebook (and
+# nothing volatile).
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 LANGUAGE_INFO = {"name": "python", "pygments_lexer": "ipython3"}
 
@@ -40,9 +43,11 @@ LANGUAGE_INFO = {"name": "python", "pygments_lexer": "ipython3"}
 def clean(path: Path) -> None:
     """Strip volatile metadata but keep tags; number the execution counts 1..N."""
     nb = read_nb(path)
-    clean_nb(nb, allowed_cell_metadata_keys=["tags"], allowed_metadata_keys=["language_info"])
-    # saved widget state needs the widgets' JavaScript from a CDN, which the offline book does
-    # not load; it only churns on every run (new model ids), so it is not kept
+    clean_nb(
+        nb, allowed_cell_metadata_keys=["tags"], allowed_metadata_keys=["language_info"]
+    )
+    # saved widget state needs the widgets' JavaScript from a CDN, which the offline
+    # book does not load; it only churns on every run (new model ids), so it is not kept
     nb.metadata.pop("widgets", None)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = dict(LANGUAGE_INFO)
@@ -54,17 +59,21 @@ def clean(path: Path) -> None:
             for output in cell.get("outputs", []):
                 if "execution_count" in output:
                     output["execution_count"] = count
-            cell.outputs = [o for o in map(drop_profiler_log, cell.get("outputs", [])) if o]
+            cell.outputs = [
+                o for o in map(drop_profiler_log, cell.get("outputs", [])) if o
+            ]
     write_nb(nb, path)
 
 
 def drop_profiler_log(output: dict) -> dict | None:
     """PyTorch's profiler logs its start and stop to stderr from C++ ("USDT:...
-    profiler_start"), which no setting turns off; those lines say nothing to a reader, so
-    they are dropped from the stored output (an output left empty goes with them)."""
+    profiler_start"), which no setting turns off; those lines say nothing to a reader,
+    so they are dropped from the stored output (an output left empty goes with them)."""
     if output.get("output_type") != "stream" or output.get("name") != "stderr":
         return output
-    lines = [line for line in output["text"].splitlines(True) if not line.startswith("USDT:")]
+    lines = [
+        line for line in output["text"].splitlines(True) if not line.startswith("USDT:")
+    ]
     if not lines:
         return None
     output["text"] = "".join(lines)
@@ -72,8 +81,14 @@ def drop_profiler_log(output: dict) -> dict | None:
 
 
 def main(argv: list[str]) -> None:
-    notebooks = sorted((ROOT / "book").glob("*.ipynb")) if argv == ["--all"] else [Path(a) for a in argv]
-    subprocess.run([str(Path(sys.executable).with_name("nbdev-export"))], cwd=ROOT, check=True)
+    notebooks = (
+        sorted((ROOT / "book").glob("*.ipynb"))
+        if argv == ["--all"]
+        else [Path(a) for a in argv]
+    )
+    subprocess.run(
+        [str(Path(sys.executable).with_name("nbdev-export"))], cwd=ROOT, check=True
+    )
     for path in notebooks:
         start = time.perf_counter()
         execute(path.resolve())

@@ -403,7 +403,7 @@ def test_similarity_scores_by_hand(tokenizer):
     ids = [word_id(tokenizer, w) for w in names]
     table = torch.zeros(tokenizer.get_vocab_size(), 2)
     angles = [0.0, 0.1, 0.5, 0.9, 1.4, 3.0]
-    for token, angle in zip(ids, angles):
+    for token, angle in zip(ids, angles, strict=True):
         table[token] = torch.tensor([np.cos(angle), np.sin(angle)])
     pairs = pd.DataFrame(
         {"word1": ["nurse"] * 5, "word2": names[1:], "score": [9.0, 7.0, 5.0, 3.0, 1.0]}

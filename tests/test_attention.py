@@ -1,5 +1,7 @@
-"""Checks of backpack.attention (chapter 3): every backend against the plain equations, values and
-gradients, in float64 on CPU; shapes with odd lengths, wide values, fewer queries than keys."""
+"""Checks of backpack.attention (chapter 3): every backend against the plain equations,
+values and gradients, in float64 on CPU; shapes with odd lengths, wide values, fewer
+queries than keys."""
+
 import pytest
 import torch
 
@@ -27,20 +29,30 @@ SHAPES = [
     (1, 2, 33, 130, 8, 8, False),
     (2, 2, 65, 7, 8, 16, False),     # more queries than keys is fine without a mask
 ]
-IDS = [f"b{b}h{h}q{nq}k{nk}d{dh}v{dv}{'c' if c else 'n'}" for b, h, nq, nk, dh, dv, c in SHAPES]
+IDS = [
+    f"b{b}h{h}q{nq}k{nk}d{dh}v{dv}{'c' if c else 'n'}"
+    for b, h, nq, nk, dh, dv, c in SHAPES
+]
 
 
 def make_inputs(seed, b, h, n_q, n_k, dh, dv):
     gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(b, h, n_q, dh, generator=gen, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(b, h, n_k, dh, generator=gen, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(b, h, n_k, dv, generator=gen, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(
+        b, h, n_q, dh, generator=gen, dtype=torch.float64, requires_grad=True
+    )
+    k = torch.randn(
+        b, h, n_k, dh, generator=gen, dtype=torch.float64, requires_grad=True
+    )
+    v = torch.randn(
+        b, h, n_k, dv, generator=gen, dtype=torch.float64, requires_grad=True
+    )
     out_grad = torch.randn(b, h, n_q, dv, generator=gen, dtype=torch.float64)
     return q, k, v, out_grad
 
 
 def reference(q, k, v, causal, scale=None):
-    """Attention with an explicit loop over query positions (independent of the package's masking)."""
+    """Attention with an explicit loop over query positions (independent of the
+    package's masking)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     n_q, n_k = q.shape[2], k.shape[2]
     rows = []
@@ -65,11 +77,15 @@ def assert_close(a, b):
 def test_plain_matches_loop_reference(shape):
     b, h, nq, nk, dh, dv, causal = shape
     q, k, v, g = make_inputs(10, b, h, nq, nk, dh, dv)
-    out, grads = values_and_grads(lambda q, k, v: plain_attention(q, k, v, causal=causal), q, k, v, g)
-    ref, ref_grads = values_and_grads(lambda q, k, v: reference(q, k, v, causal), q, k, v, g)
+    out, grads = values_and_grads(
+        lambda q, k, v: plain_attention(q, k, v, causal=causal), q, k, v, g
+    )
+    ref, ref_grads = values_and_grads(
+        lambda q, k, v: reference(q, k, v, causal), q, k, v, g
+    )
     assert out.shape == (b, h, nq, dv)
     assert_close(out, ref)
-    for a, r in zip(grads, ref_grads):
+    for a, r in zip(grads, ref_grads, strict=True):
         assert_close(a, r)
 
 
@@ -80,19 +96,27 @@ VARIANTS = ["tiled", "tiled_small_blocks", "sdpa", "auto", "plain_via_attention"
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
 def test_backends_match_plain_values_and_grads(shape, variant):
     b, h, nq, nk, dh, dv, causal = shape
-    q, k, v, g = make_inputs(100 + 10 * SHAPES.index(shape) + VARIANTS.index(variant), b, h, nq, nk, dh, dv)
+    q, k, v, g = make_inputs(
+        100 + 10 * SHAPES.index(shape) + VARIANTS.index(variant), b, h, nq, nk, dh, dv
+    )
     fns = {
         "tiled": lambda q, k, v: tiled_attention(q, k, v, causal=causal),
-        "tiled_small_blocks": lambda q, k, v: tiled_attention(q, k, v, causal=causal, block_q=5, block_k=3),
+        "tiled_small_blocks": lambda q, k, v: tiled_attention(
+            q, k, v, causal=causal, block_q=5, block_k=3
+        ),
         "sdpa": lambda q, k, v: attention(q, k, v, causal=causal, backend="sdpa"),
         "auto": lambda q, k, v: attention(q, k, v, causal=causal),
-        "plain_via_attention": lambda q, k, v: attention(q, k, v, causal=causal, backend="plain"),
+        "plain_via_attention": lambda q, k, v: attention(
+            q, k, v, causal=causal, backend="plain"
+        ),
     }
     out, grads = values_and_grads(fns[variant], q, k, v, g)
-    ref, ref_grads = values_and_grads(lambda q, k, v: plain_attention(q, k, v, causal=causal), q, k, v, g)
+    ref, ref_grads = values_and_grads(
+        lambda q, k, v: plain_attention(q, k, v, causal=causal), q, k, v, g
+    )
     assert out.shape == ref.shape and out.dtype == torch.float64
     assert_close(out, ref)
-    for a, r in zip(grads, ref_grads):
+    for a, r in zip(grads, ref_grads, strict=True):
         assert_close(a, r)
 
 
@@ -120,17 +144,24 @@ def test_causal_mask_bottom_right():
 
 def test_half_precision_softmax_in_float32():
     gen = torch.Generator().manual_seed(5)
-    q, k = (torch.randn(1, 2, 16, 8, generator=gen) * 30 for _ in range(2))   # large scores
+    # large scores
+    q, k = (torch.randn(1, 2, 16, 8, generator=gen) * 30 for _ in range(2))
     w = attention_weights(q.bfloat16(), k.bfloat16())
     assert w.dtype == torch.bfloat16 and torch.isfinite(w).all()
-    torch.testing.assert_close(w.float(), attention_weights(q.bfloat16().float(), k.bfloat16().float()),
-                               atol=1e-2, rtol=0)
+    torch.testing.assert_close(
+        w.float(),
+        attention_weights(q.bfloat16().float(), k.bfloat16().float()),
+        atol=1e-2,
+        rtol=0,
+    )
 
 
 def test_tiled_float32_close_to_plain():
     gen = torch.Generator().manual_seed(6)
     q, k, v = (torch.randn(2, 4, 150, 32, generator=gen) for _ in range(3))
-    torch.testing.assert_close(tiled_attention(q, k, v), plain_attention(q, k, v), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        tiled_attention(q, k, v), plain_attention(q, k, v), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_select_backend_on_cpu_is_sdpa():
@@ -152,7 +183,10 @@ def test_backend_is_recorded():
 def test_dropout_only_when_asked():
     torch.manual_seed(7)
     x = torch.randn(1, 2, 16, 8)
-    assert torch.equal(attention(x, x, x, backend="plain"), attention(x, x, x, backend="plain", dropout_p=0.0))
+    assert torch.equal(
+        attention(x, x, x, backend="plain"),
+        attention(x, x, x, backend="plain", dropout_p=0.0),
+    )
     dropped = attention(x, x, x, backend="plain", dropout_p=0.5)
     assert not torch.allclose(dropped, attention(x, x, x, backend="plain"))
     with pytest.raises(ValueError, match="no dropout"):
@@ -165,7 +199,10 @@ def test_error_messages():
     q = torch.randn(2, 3, 5, 8)
     k = torch.randn(2, 3, 6, 8)
     v = torch.randn(2, 3, 6, 16)
-    with pytest.raises(ValueError, match="unknown attention backend 'fast'.*auto, flash, sdpa, plain, tiled"):
+    with pytest.raises(
+        ValueError,
+        match="unknown attention backend 'fast'.*auto, flash, sdpa, plain, tiled",
+    ):
         attention(q, k, v, backend="fast")
     with pytest.raises(ValueError, match="4-D"):
         attention(q[0], k, v)
@@ -197,7 +234,10 @@ def test_flash_requested_but_missing():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("shape", [(2, 3, 65, 65, 64, 64), (2, 3, 33, 130, 64, 64), (2, 16, 130, 130, 24, 384)])
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 3, 65, 65, 64, 64), (2, 3, 33, 130, 64, 64), (2, 16, 130, 130, 24, 384)],
+)
 def test_cuda_auto_matches_plain(shape, dtype):
     b, h, nq, nk, dh, dv = shape
     gen = torch.Generator(device="cuda").manual_seed(8)

@@ -1,4 +1,4 @@
-"""Tests of backpack.data (chapter 1): tokenizers, the token cache, batches and the data errors.
+"""Tests of backpack.data (chapter 1): tokenizers, token cache, batches, data errors.
 
 Fast: tiny corpora in tmp_path; nothing here encodes a full split."""
 from __future__ import annotations
@@ -13,9 +13,26 @@ import pytest
 import torch
 
 from backpack import data
-from backpack.data import (CACHE_DIR, CORPUS_FILES, DATA_DIR, EOT, TOKENIZER_PATH, DataError, batch_at, corpus_path,
-                           encode_corpus, get_batch, load_gpt2_tokenizer, load_text, load_tokenizer, load_tokens,
-                           read_text, text_chunks, tokenizer_fingerprint, train_tokenizer)
+from backpack.data import (
+    CACHE_DIR,
+    CORPUS_FILES,
+    DATA_DIR,
+    EOT,
+    TOKENIZER_PATH,
+    DataError,
+    batch_at,
+    corpus_path,
+    encode_corpus,
+    get_batch,
+    load_gpt2_tokenizer,
+    load_text,
+    load_tokenizer,
+    load_tokens,
+    read_text,
+    text_chunks,
+    tokenizer_fingerprint,
+    train_tokenizer,
+)
 
 TRICKY = [
     "Hello world",
@@ -46,23 +63,43 @@ def test_paths_do_not_depend_on_cwd():
     assert DATA_DIR == repo / "data" and DATA_DIR.is_dir()
     assert TOKENIZER_PATH == DATA_DIR / "tokenizer" / "gutenberg-16k.json"
     assert set(CORPUS_FILES) == {"train", "validation", "test"}
-    assert all(path.is_file() and path.suffix == ".xz" for path in CORPUS_FILES.values())
+    assert all(
+        path.is_file() and path.suffix == ".xz" for path in CORPUS_FILES.values()
+    )
     assert CACHE_DIR.is_absolute()
 
 
+@pytest.mark.slow
 def test_module_imports_from_elsewhere_without_datasets(tmp_path):
-    # The GPU machine has no `datasets`: the module must import without it, from any directory.
-    code = ("import sys; sys.modules['datasets'] = None\n"
-            "from backpack.data import get_batch, load_tokenizer; print(load_tokenizer().get_vocab_size())")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    # The GPU machine has no `datasets`: the module must import without it, from any
+    # directory.
+    code = (
+        "import sys; sys.modules['datasets'] = None\n"
+        "from backpack.data import get_batch, load_tokenizer; "
+        "print(load_tokenizer().get_vocab_size())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert result.stdout.strip() == "16384"
 
 
+@pytest.mark.slow
 def test_cache_dir_from_environment(tmp_path):
     code = "from backpack.data import CACHE_DIR; print(CACHE_DIR)"
     env = {"BACKPACK_CACHE": str(tmp_path / "c"), "PATH": ""}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
-                            env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
     assert result.stdout.strip() == str(tmp_path / "c")
 
 
@@ -101,7 +138,9 @@ def test_train_tokenizer_is_deterministic(tmp_path):
     corpus.write_text(read_text("validation")[:20_000], encoding="utf-8")
     a = train_tokenizer(corpus, vocab_size=300)
     b = train_tokenizer([str(corpus)], vocab_size=300)
-    assert a.to_str() == b.to_str() and tokenizer_fingerprint(a) == tokenizer_fingerprint(b)
+    assert a.to_str() == b.to_str() and tokenizer_fingerprint(
+        a
+    ) == tokenizer_fingerprint(b)
     assert a.get_vocab_size() == 300 and a.token_to_id(EOT) == 0
     assert a.decode(a.encode("the cat sat\n").ids) == "the cat sat\n"
 
@@ -116,11 +155,16 @@ def test_encode_corpus_cache(tmp_path, tokenizer):
     tokens = load_tokens(corpus, tokenizer, cache_dir=tmp_path / "cache")
     assert tokens.dtype == np.uint16 and tokens.tolist() == tokenizer.encode(text).ids
     mtime = path.stat().st_mtime_ns
-    assert encode_corpus(corpus, tokenizer, cache_dir=tmp_path / "cache") == path  # reused, not rewritten
+    # reused, not rewritten
+    assert encode_corpus(corpus, tokenizer, cache_dir=tmp_path / "cache") == path
     assert path.stat().st_mtime_ns == mtime
-    other = train_tokenizer(CORPUS_FILES["test"].with_name("gutenberg_manifest.tsv"), vocab_size=280)
+    other = train_tokenizer(
+        CORPUS_FILES["test"].with_name("gutenberg_manifest.tsv"), vocab_size=280
+    )
     assert tokenizer_fingerprint(other) != tokenizer_fingerprint(tokenizer)
-    assert encode_corpus(corpus, other, cache_dir=tmp_path / "cache").parent != path.parent  # keyed on tokenizer
+    assert (
+        encode_corpus(corpus, other, cache_dir=tmp_path / "cache").parent != path.parent
+    )  # keyed on tokenizer
 
 
 def test_encode_corpus_rejects_big_vocab(tmp_path, tokenizer):
@@ -147,17 +191,28 @@ def test_batch_at():
 
 def test_get_batch(tmp_path):
     tokens = np.arange(1000, dtype=np.uint16)
-    x, y = get_batch("train", 8, 32, generator=torch.Generator().manual_seed(1), tokens=tokens)
-    assert x.shape == y.shape == (8, 32) and x.dtype == y.dtype == torch.int64 and x.device.type == "cpu"
+    x, y = get_batch(
+        "train", 8, 32, generator=torch.Generator().manual_seed(1), tokens=tokens
+    )
+    assert (
+        x.shape == y.shape == (8, 32)
+        and x.dtype == y.dtype == torch.int64
+        and x.device.type == "cpu"
+    )
     assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y[:, -1], x[:, -1] + 1)
-    x2, y2 = get_batch("train", 8, 32, generator=torch.Generator().manual_seed(1), tokens=tokens)
+    x2, y2 = get_batch(
+        "train", 8, 32, generator=torch.Generator().manual_seed(1), tokens=tokens
+    )
     assert torch.equal(x, x2) and torch.equal(y, y2)
-    x3, _ = get_batch("train", 8, 32, generator=torch.Generator().manual_seed(2), tokens=tokens)
+    x3, _ = get_batch(
+        "train", 8, 32, generator=torch.Generator().manual_seed(2), tokens=tokens
+    )
     assert not torch.equal(x, x3)
 
 
 def test_get_batch_from_cached_split():
-    # Uses the validation tokens only if the chapter has cached them (no full-corpus encoding in tests).
+    # Uses the validation tokens only if the chapter has cached them (no full-corpus
+    # encoding in tests).
     tokenizer = load_tokenizer()
     cached = CACHE_DIR / tokenizer_fingerprint(tokenizer) / "validation.bin"
     if not cached.exists():

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -18,6 +20,7 @@ def continuations(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("[")]
 
 
+@pytest.mark.slow
 def test_non_interactive_prompt_with_an_intervention(tmp_path):
     args = ("demo", "--prompt", "The captain said", "--max-new-tokens", "5", "--seed", "1",
             "--topic", "sea", "1")
@@ -72,6 +75,7 @@ def test_cached_peaks_are_the_computed_ones(tmp_path, monkeypatch):
     assert len(list((tmp_path / "sense_peaks").glob("*.safetensors"))) == 2
 
 
+@pytest.mark.slow
 def test_interactive_session_through_stdin_survives_bad_input():
     session = "\n".join([":senses nurse", ":senses", ":bogus", ":topic sea -1", ":topic moon 1",
                          ":tokens 0", ":why", "The nurse said", ":why", ":quit",
@@ -96,6 +100,7 @@ def test_unknown_subcommand_prints_usage():
     assert result.returncode == 2 and "usage: python -m backpack demo" in result.stderr
 
 
+@pytest.mark.slow
 def test_help_documents_every_option_with_its_default():
     assert run_demo("--help").returncode == 0
     text = run_demo("demo", "--help").stdout
@@ -105,6 +110,7 @@ def test_help_documents_every_option_with_its_default():
     assert text.count("(default:") == 8
 
 
+@pytest.mark.slow
 def test_fact_edit_flag_and_commands():
     result = run_demo("demo", "--prompt", "said Sherlock", "--max-new-tokens", "3",
                       "--seed", "0", "--edit", "Sherlock", "Holmes", "Smith")
@@ -125,6 +131,7 @@ def test_fact_edit_flag_and_commands():
     assert after.startswith("[unmodified] said Sherlock Holmes") and "[intervened]" not in after
 
 
+@pytest.mark.slow
 def test_a_prompt_longer_than_the_context_is_shortened_with_a_message():
     session = ":tokens 250\n" + "word " * 20 + "END\n"
     out = run_demo("demo", "--seed", "0", stdin=session).stdout
@@ -134,6 +141,7 @@ def test_a_prompt_longer_than_the_context_is_shortened_with_a_message():
     assert "word " * 6 not in shown
 
 
+@pytest.mark.slow
 def test_fresh_seed_per_prompt_printed_and_repeatable():
     session = "It was a\nIt was a\n"
     out = run_demo("demo", "--max-new-tokens", "6", stdin=session).stdout
@@ -145,6 +153,7 @@ def test_fresh_seed_per_prompt_printed_and_repeatable():
     assert continuations(again) == [first] and "seed " not in again  # fixed: as printed
 
 
+@pytest.mark.slow
 def test_why_explains_the_edited_prediction_and_bad_values_are_refused():
     session = "\n".join([":edit Sherlock Holmes Smith", ":seed 1", "said Sherlock", ":why",
                          ":edit off", "said Sherlock", ":why", ":tokens 300", ":tokens -5",
@@ -160,6 +169,7 @@ def test_why_explains_the_edited_prediction_and_bad_values_are_refused():
     assert result.stdout.count("[unmodified] said Sherlock") == 3  # still going
 
 
+@pytest.mark.slow
 def test_bytes_that_are_not_utf8_are_replaced():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
@@ -170,6 +180,7 @@ def test_bytes_that_are_not_utf8_are_replaced():
     assert "[unmodified] caf\ufffd \ufffd ok" in result.stdout.decode()
 
 
+@pytest.mark.slow
 def test_widget_runs_the_commands_of_its_choices():
     import html
     import io

@@ -12,12 +12,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from backpack.checkpoint import CheckpointError, load_pretrained
 from backpack.data import DataError, get_batch, load_tokenizer, read_token_file
 from backpack.model import BackpackConfig, BackpackLM
-from backpack.train import TrainConfig, TrainingDiverged, format_metrics, train
+from backpack.train import TrainConfig, format_metrics, train
 from backpack.weights import ConfigError, TransformerConfig
 
 SMALL = dict(
@@ -535,6 +534,7 @@ def test_the_malicious_pickle_did_not_run(tmp_path, capfd):
     assert "pwned" not in capfd.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_command_line_reports_a_bad_value_in_one_line(tmp_path):
     import subprocess
     import sys

@@ -123,6 +123,7 @@ def check_explorer(browser, page_path: Path, offline: bool = True) -> None:
     page.close()
 
 
+@pytest.mark.slow
 def test_explorer_in_the_chapter_output(browser, tmp_path):
     check_explorer(browser, page_from_notebook(tmp_path))
 
@@ -132,5 +133,6 @@ def test_explorer_in_the_chapter_output(browser, tmp_path):
     reason="the book is not built (_build/html): "
     "run `jupyter-book build .` to check the built page too",
 )
+@pytest.mark.slow
 def test_explorer_in_the_built_book(browser):
     check_explorer(browser, BUILT_PAGE, offline=False)

@@ -48,7 +48,7 @@ def fake_clone(root: Path, with_data: bool = True) -> Path:
 
 
 def small_book_data(folder: Path) -> Path:
-    """A small data folder that passes for the book's: the tokenizer, a model, results."""
+    """A small data folder that passes for the book's: tokenizer, a model, results."""
     (folder / "tokenizer").mkdir(parents=True)
     (folder / "tokenizer" / "gutenberg-16k.json").write_text('{"model": {}}\n')
     (folder / "models" / "tiny").mkdir(parents=True)
@@ -75,7 +75,10 @@ def test_user_folders_follow_each_system(clean_env, monkeypatch, tmp_path):
     assert data.user_folder("data") == tmp_path / "xdg-data" / "backpack"
     assert data.user_folder("cache") == home / ".cache" / "backpack"
     monkeypatch.setattr(sys, "platform", "darwin")
-    assert data.user_folder("data") == home / "Library" / "Application Support" / "backpack"
+    assert (
+        data.user_folder("data")
+        == home / "Library" / "Application Support" / "backpack"
+    )
     assert data.user_folder("cache") == home / "Library" / "Caches" / "backpack"
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
@@ -94,8 +97,10 @@ def test_data_folder_order(clean_env, monkeypatch, tmp_path):
     assert data.find_data_dir(clone) == clone / "data"  # 2. the clone's data/
     shutil.rmtree(clone / "data")
     assert data.find_data_dir(clone) == user  # 3. the user's folder
-    site_packages = tmp_path / "site-packages"  # an installed package: no clone above it,
-    (site_packages / "data").mkdir(parents=True)  # whatever else installed a data/ there
+    # an installed package: no clone above it,
+    site_packages = tmp_path / "site-packages"
+    # whatever else installed a data/ there
+    (site_packages / "data").mkdir(parents=True)
     assert data.find_data_dir(site_packages) == user
 
 
@@ -114,9 +119,12 @@ def test_cache_folder_order(clean_env, monkeypatch, tmp_path):
 
 def test_this_checkout_reads_its_own_data():
     assert data.DATA_DIR == ROOT / "data" or os.environ.get("BACKPACK_DATA")
-    assert data.CACHE_DIR == ROOT / ".cache" / "backpack" or os.environ.get("BACKPACK_CACHE")
+    assert data.CACHE_DIR == ROOT / ".cache" / "backpack" or os.environ.get(
+        "BACKPACK_CACHE"
+    )
 
 
+@pytest.mark.slow
 def test_every_module_uses_the_data_folder_resolved_at_import(tmp_path):
     code = ("from backpack.data import DATA_DIR, TOKENIZER_PATH\n"
             "from backpack.analysis import WORDSIM_DIR\n"
@@ -144,11 +152,16 @@ def test_missing_data_names_the_command_that_fixes_it(clean_env, monkeypatch, tm
     with pytest.raises(FileNotFoundError, match=f"no trained model 'backpack-gutenberg'"
                        f": no book data found .*{FIX}"):
         train_module.load_trained("backpack-gutenberg")
-    with pytest.raises(FileNotFoundError, match=f"08_analysis.json does not exist: .*{FIX}"):
+    with pytest.raises(
+        FileNotFoundError, match=f"08_analysis.json does not exist: .*{FIX}"
+    ):
         train_module.chapter_results("08_analysis")
     monkeypatch.setenv("BACKPACK_DATA", str(nowhere))
-    with pytest.raises(data.DataError, match=r"\$BACKPACK_DATA names .*nowhere, which is "
-                       "not a folder"):
+    with pytest.raises(
+        data.DataError,
+        match=r"\$BACKPACK_DATA names .*nowhere, which is "
+        "not a folder",
+    ):
         data.corpus_path(nowhere / "corpus" / "gutenberg" / "gutenberg_train.txt.xz")
 
 
@@ -162,7 +175,9 @@ def test_missing_file_in_the_data_folder_and_elsewhere(tmp_path):
 
 
 def test_load_trained_lists_only_loadable_models():
-    loadable = sorted(p.parent.name for p in (data.DATA_DIR / "models").glob("*/config.json"))
+    loadable = sorted(
+        p.parent.name for p in (data.DATA_DIR / "models").glob("*/config.json")
+    )
     assert "backpack-gutenberg" in loadable and "micro-comparison" not in loadable
     with pytest.raises(FileNotFoundError) as caught:
         train_module.load_trained("micro-comparison")  # results of runs, no weights
@@ -176,9 +191,12 @@ def test_load_trained_lists_only_loadable_models():
         train_module.load_trained("nope")
 
 
-# --- python -m backpack data install ---------------------------------------------------
+# --- python -m backpack data install -------------------------------------------------
 
-def test_data_install_copies_refuses_and_keeps_the_users_files(clean_env, tmp_path, capsys):
+
+def test_data_install_copies_refuses_and_keeps_the_users_files(
+    clean_env, tmp_path, capsys
+):
     source = small_book_data(tmp_path / "clone" / "data")
     user = clean_env / ".local" / "share" / "backpack"
     assert main(["data", "install", "--from", str(source)]) == 0
@@ -186,7 +204,8 @@ def test_data_install_copies_refuses_and_keeps_the_users_files(clean_env, tmp_pa
     assert "copied 3 files" in out and str(source) in out and str(user) in out
     assert "models/" in out and "results/" in out
     assert tree(user) == tree(source)
-    assert sorted(p.name for p in user.parent.iterdir()) == ["backpack"]  # no temporaries
+    # no temporaries
+    assert sorted(p.name for p in user.parent.iterdir()) == ["backpack"]
 
     (user / "models" / "mine").mkdir()  # a model of the user's
     (user / "models" / "mine" / "config.json").write_text('{"mine": 1}\n')
@@ -212,8 +231,12 @@ def test_data_install_copies_refuses_and_keeps_the_users_files(clean_env, tmp_pa
 @pytest.mark.parametrize("case", ["missing", "not book data", "into itself", "a file"])
 def test_data_install_bad_input_exits_2(clean_env, tmp_path, capsys, case):
     user = clean_env / ".local" / "share" / "backpack"
-    source = {"missing": tmp_path / "no-such-folder", "not book data": tmp_path / "notes",
-              "into itself": user, "a file": tmp_path / "data"}[case]
+    source = {
+        "missing": tmp_path / "no-such-folder",
+        "not book data": tmp_path / "notes",
+        "into itself": user,
+        "a file": tmp_path / "data",
+    }[case]
     if case == "not book data":
         source.mkdir()
         (source / "todo.txt").write_text("a folder of something else")
@@ -233,7 +256,9 @@ def test_data_install_bad_input_exits_2(clean_env, tmp_path, capsys, case):
     before = tree(tmp_path)
     assert main(["data", "install", "--from", str(source)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m backpack data install: error: ") and expected in err
+    assert (
+        err.startswith("python -m backpack data install: error: ") and expected in err
+    )
     assert tree(tmp_path) == before  # nothing written, nothing removed
 
 
@@ -249,17 +274,25 @@ def test_help_and_data_where(capsys):
     usage = capsys.readouterr().out
     assert "usage: python -m backpack" in usage
     assert "demo [--prompt TEXT]" in usage and "data install [--from PATH]" in usage
-    assert main(["nonsense"]) == 2 and "unknown command 'nonsense'" in capsys.readouterr().err
+    assert (
+        main(["nonsense"]) == 2
+        and "unknown command 'nonsense'" in capsys.readouterr().err
+    )
     assert main(["data", "where"]) == 0
     where = capsys.readouterr().out
     assert f"data:  {data.DATA_DIR}\n" in where and f"cache: {data.CACHE_DIR}" in where
     assert main(["data"]) == 2  # argparse: a command is required
-    done = subprocess.run([sys.executable, "-m", "backpack", "--help"], capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "backpack", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0 and "data install" in done.stdout
 
 
-# --- declared dependencies -------------------------------------------------------------
+# --- declared dependencies -----------------------------------------------------------
+
 
 def imports(tree_: ast.Module) -> tuple[set[str], set[str], set[str]]:
     """Top-level names of the absolute imports of a module: (at module level, at module
@@ -278,12 +311,27 @@ def imports(tree_: ast.Module) -> tuple[set[str], set[str], set[str]]:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 inner.update(n for sub in ast.walk(node) for n in names(sub))
             elif isinstance(node, ast.Try):
-                caught = {n.id for h in node.handlers for n in ast.walk(h.type or ast.Name(
-                    "Exception")) if isinstance(n, ast.Name)}
-                catches_import_error = bool(caught & {"ImportError", "ModuleNotFoundError",
-                                                      "Exception", "BaseException"})
+                caught = {
+                    n.id
+                    for h in node.handlers
+                    for n in ast.walk(h.type or ast.Name("Exception"))
+                    if isinstance(n, ast.Name)
+                }
+                catches_import_error = bool(
+                    caught
+                    & {
+                        "ImportError",
+                        "ModuleNotFoundError",
+                        "Exception",
+                        "BaseException",
+                    }
+                )
                 walk(node.body, guarded if catches_import_error else bucket)
-                for part in (node.orelse, node.finalbody, *[h.body for h in node.handlers]):
+                for part in (
+                    node.orelse,
+                    node.finalbody,
+                    *[h.body for h in node.handlers],
+                ):
                     walk(part, bucket)
             elif isinstance(node, (ast.If, ast.With, ast.For, ast.While)):
                 walk(node.body + getattr(node, "orelse", []), bucket)
@@ -328,7 +376,8 @@ def test_every_third_party_import_is_declared():
             if distribution(module) not in core | optional:
                 undeclared.setdefault(path.name, []).append(module)
     assert not undeclared_core, (
-        f"imported at module level but not in [project] dependencies: {undeclared_core}")
+        f"imported at module level but not in [project] dependencies: {undeclared_core}"
+    )
     assert not undeclared, (
         f"imported (lazily or guarded) but declared nowhere in pyproject: {undeclared}")
     # the modules known to be imported only lazily sit in extras, not in the core
@@ -341,10 +390,14 @@ def test_license_is_the_one_pyproject_promises():
     assert PYPROJECT["project"]["license"] == "MIT"
     assert PYPROJECT["project"]["license-files"] == ["LICENSE"]
     text = (ROOT / "LICENSE").read_text()
-    assert text.startswith("MIT License") and "Copyright (c) 2026 the backpack-book authors" in text
+    assert (
+        text.startswith("MIT License")
+        and "Copyright (c) 2026 the backpack-book authors" in text
+    )
 
 
-# --- end to end: a wheel in a fresh venv, run from elsewhere ------------------------------
+# --- end to end: a wheel in a fresh venv, run from elsewhere --------------------------
+
 
 def run(args: list, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in args], capture_output=True, text=True,
@@ -369,10 +422,24 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__"))
     dist = tmp_path / "dist"
     if importlib.util.find_spec("build"):
-        built = run([sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, source])
+        built = run(
+            [sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, source]
+        )
     else:
-        built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                     "--no-index", "-w", dist, source])
+        built = run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "-w",
+                dist,
+                source,
+            ]
+        )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     (wheel,) = dist.glob("backpack-*.whl")
     for sdist in dist.glob("backpack-*.tar.gz"):  # python -m build makes one too
@@ -383,7 +450,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
     assert "data/" not in listing.replace("backpack/data.py", "")  # code only
 
     # 2. a fresh venv: only the wheel is installed into it (no index: nothing is
-    #    downloaded); then a .pth reuses the dependencies already installed here (torch...)
+    #    downloaded); then a .pth reuses the dependencies installed here (torch...)
     venv = tmp_path / "fresh"
     made = run([sys.executable, "-m", "venv", venv])
     assert made.returncode == 0, made.stderr
@@ -393,10 +460,13 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
     assert installed.returncode == 0, installed.stdout + installed.stderr
     site_packages = Path(run([python, "-c", "import sysconfig; "
                               "print(sysconfig.get_path('purelib'))"]).stdout.strip())
-    (site_packages / "reuse_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    (site_packages / "reuse_dependencies.pth").write_text(
+        sysconfig.get_path("purelib") + "\n"
+    )
     before = snapshot(site_packages)
 
-    # 3. run from a folder outside the repository, as a new user: no settings, HOME in tmp
+    # 3. run from a folder outside the repository, as a new user: no settings, HOME in
+    #    tmp
     home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
     home.mkdir()
     elsewhere.mkdir()
@@ -419,7 +489,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
         "        print('error:', err)\n"))
     assert probe.returncode == 0, probe.stderr
     lines = probe.stdout.splitlines()
-    assert Path(lines[0]).is_relative_to(site_packages)  # the wheel's package, not the repo's
+    # the wheel's package, not the repo's
+    assert Path(lines[0]).is_relative_to(site_packages)
     assert lines[1:3] == [str(user_data), str(user_cache)]
     assert len(lines) == 5 and all(
         "no book data found" in line and FIX in line for line in lines[3:]), lines
@@ -438,10 +509,15 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
     assert f"to {user_data}:" in install.stdout and "models/" in install.stdout
     assert (user_data / "models" / "backpack-gutenberg" / "config.json").is_file()
     where = backpack("-m", "backpack", "data", "where")
-    assert where.returncode == 0 and f"data:  {user_data}\ncache: {user_cache}\n" in where.stdout
+    assert (
+        where.returncode == 0
+        and f"data:  {user_data}\ncache: {user_cache}\n" in where.stdout
+    )
     loaded = backpack("-c", "from backpack.train import load_trained\n"
                             "print(type(load_trained('backpack-gutenberg')).__name__)")
-    assert loaded.returncode == 0 and loaded.stdout.strip() == "BackpackLM", loaded.stderr
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "BackpackLM", (
+        loaded.stderr
+    )
     demo = backpack(*demo_args)
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "loading" in demo.stdout and "[unmodified] The captain said" in demo.stdout
@@ -450,4 +526,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
 
     # 5. nothing was written into the venv besides the install; the cache is the user's
     assert snapshot(site_packages) == before
-    assert not (site_packages / "data").exists() and not (site_packages / ".cache").exists()
+    assert (
+        not (site_packages / "data").exists()
+        and not (site_packages / ".cache").exists()
+    )

@@ -1,14 +1,16 @@
 """Stored outputs that nbval compares must be the same on every CPU.
 
-nbval re-executes each chapter and compares what it prints, character by character, with the
-output stored in the notebook. Two kinds of output depend on the CPU that printed them, because
-PyTorch picks its kernels (and so its rounding) by the CPU's instructions (AVX2, AVX-512, NEON):
+nbval re-executes each chapter and compares what it prints, character by character, with
+the output stored in the notebook. Two kinds of output depend on the CPU that printed
+them, because PyTorch picks its kernels (and so its rounding) by the CPU's instructions
+(AVX2, AVX-512, NEON):
 
-- a measured floating-point error printed as a number (``max |error| 2.0e-15``): the check is
-  the assert beside it, so print the bound it asserts (``< 1e-12``) instead;
-- a training run's log (``step 100 | loss 7.1252 | ...``): after a hundred steps the rounding
-  differences have grown into the third decimal. Tag such a cell ``nbval-ignore-output`` (the
-  reader still sees the run) and check what it shows with asserts that carry a tolerance.
+- a measured floating-point error printed as a number (``max |error| 2.0e-15``): the
+  check is the assert beside it, so print the bound it asserts (``< 1e-12``) instead;
+- a training run's log (``step 100 | loss 7.1252 | ...``): after a hundred steps the
+  rounding differences have grown into the third decimal. Tag such a cell
+  ``nbval-ignore-output`` (the reader still sees the run) and check what it shows with
+  asserts that carry a tolerance.
 
 This scan finds both, in every code cell that nbval compares (CONTRIBUTING says more).
 """
@@ -66,7 +68,9 @@ def test_compared_outputs_do_not_depend_on_the_cpu(chapter):
     found = cpu_dependent_lines(json.loads(chapter.read_text()))
     assert not found, (
         f"{chapter.name} stores outputs that another CPU prints differently, and nbval "
-        "compares them:\n  " + "\n  ".join(found) + "\nPrint the bound the cell asserts "
+        "compares them:\n  "
+        + "\n  ".join(found)
+        + "\nPrint the bound the cell asserts "
         "(e.g. '< 1e-12') instead of the measured error, or tag a training run's cell "
         "nbval-ignore-output and check it with asserts (see CONTRIBUTING.md)."
     )
@@ -74,7 +78,11 @@ def test_compared_outputs_do_not_depend_on_the_cpu(chapter):
 
 def notebook_printing(*lines: str, tags: tuple[str, ...] = ()) -> dict:
     """A one-cell notebook whose stored output is lines."""
-    output = {"output_type": "stream", "name": "stdout", "text": [f"{x}\n" for x in lines]}
+    output = {
+        "output_type": "stream",
+        "name": "stdout",
+        "text": [f"{x}\n" for x in lines],
+    }
     cell = {"cell_type": "code", "metadata": {"tags": list(tags)}, "source": [],
             "outputs": [output], "execution_count": 1}
     return {"cells": [cell]}
@@ -102,4 +110,6 @@ def test_the_scan_lets_bounds_and_settings_through(line):
 
 def test_the_scan_skips_cells_nbval_does_not_compare():
     log = "step   100 | loss 7.1252 | val 6.8615"
-    assert not cpu_dependent_lines(notebook_printing(log, tags=("nbval-ignore-output",)))
+    assert not cpu_dependent_lines(
+        notebook_printing(log, tags=("nbval-ignore-output",))
+    )

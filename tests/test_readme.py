@@ -21,11 +21,14 @@ SKIPPED = {  # command prefix -> why the smoke test does not run it
     "python3 -m venv": "the two set-up commands: CI itself runs them on a clean clone",
     ".venv/bin/jupyter lab": "starts an interactive server",
     "torchrun": "a launch on 8 GPUs; 2-process DDP on CPU is tested in test_train",
-    "grep -v -e '^torch==' -e '^triton==' requirements.txt": "a pip install, for GPU machines",
+    "grep -v -e '^torch==' -e '^triton==' requirements.txt":
+        "a pip install, for GPU machines",
     "pip install": "installs packages",
-    "python -m backpack.fast": "a GPU benchmark of minutes; tests/test_fast.py runs its quick form",
-    "python -m backpack data": "writes to the user's data folder; tests/test_install.py runs "
-                               "`data install` and `data where` (a fresh venv, a temporary HOME)",
+    "python -m backpack.fast":
+        "a GPU benchmark of minutes; tests/test_fast.py runs its quick form",
+    "python -m backpack data":
+        "writes to the user's data folder; tests/test_install.py runs "
+        "`data install` and `data where` (a fresh venv, a temporary HOME)",
 }
 
 
@@ -84,12 +87,18 @@ TRAIN_COMMANDS = [
 
 
 @pytest.mark.parametrize("command", TRAIN_COMMANDS)
+@pytest.mark.slow
 def test_training_command_runs(command, tmp_path):
     out = tmp_path / "run"
 
     def run() -> subprocess.CompletedProcess:
-        return subprocess.run(smoke_form(command, out), cwd=tmp_path, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            smoke_form(command, out),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     done = run()
     assert done.returncode == 0, done.stderr[-3000:]
@@ -101,6 +110,7 @@ def test_training_command_runs(command, tmp_path):
 
 
 @pytest.mark.parametrize("index", range(len(blocks("python"))))
+@pytest.mark.slow
 def test_python_block_runs(index, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(
@@ -113,6 +123,7 @@ DEMO_COMMANDS = [c for c in shell_commands() if c.startswith("python -m backpack
 
 
 @pytest.mark.parametrize("command", DEMO_COMMANDS)
+@pytest.mark.slow
 def test_demo_command_runs(command, tmp_path):
     """The demo as written; the interactive form gets ':quit' on its standard input."""
     args = [sys.executable, *shlex.split(command)[1:]]
