@@ -101,6 +101,7 @@ ZeroDivisionError: division by zero</pre></div></div>
     return with_math
 
 
+@pytest.mark.slow
 def test_checker_fails_on_a_broken_page_and_passes_a_good_one(tmp_path):
     checker = load_checker()
     site = tmp_path / "html"
@@ -134,6 +135,7 @@ def test_checker_fails_on_a_broken_page_and_passes_a_good_one(tmp_path):
     assert [k for k, _ in results["untitled.html"].failures] == ["title"]
 
 
+@pytest.mark.slow
 def test_command_line_exit_status_and_report(tmp_path, capsys):
     checker = load_checker()
     site = tmp_path / "html"

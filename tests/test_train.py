@@ -225,6 +225,7 @@ def run_cli(args: list[str], nproc: int, env: dict) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_process(tmp_path):
     """torchrun with 2 CPU processes (gloo), batch 4 each == 1 process with batch 8."""
     TRAIN.tofile(tmp_path / "train.bin")
@@ -247,6 +248,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     assert (tmp_path / "two" / "curves.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_finetune_starts_from_a_saved_model(tmp_path):
     """--init-from loads any saved model (public format) and trains it further."""
     from backpack.checkpoint import load_pretrained
@@ -285,6 +287,7 @@ def newest_step(out: Path) -> int:
     return int(folder.name.split("-")[1]) if folder else 0
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     """Kill a run with SIGKILL while it writes checkpoints, resume, repeat; the end is exact."""
     import random
@@ -326,6 +329,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     assert not [p.name for p in out.rglob(".*") if p.name != ".lock"]   # no temporaries left
 
 
+@pytest.mark.slow
 def test_cli_sense_sum_fused_trains_like_per_sense(tmp_path):
     """--sense-sum fused: chapter 10's kernel in training gives the same run, and is saved."""
     from backpack.checkpoint import load_pretrained
