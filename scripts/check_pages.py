@@ -1,24 +1,36 @@
-"""Open every page of the built book in headless Chromium and check it the way a reader would.
+"""Open every page of the built book in headless Chromium; check it as a reader would.
 
-    python scripts/check_pages.py [_build/html] [--screenshots DIR] [--width 1440]
+    python scripts/check_pages.py [_build/html] [--screenshots DIR] [--width 1280 ...]
 
-The book's HTML folder is served on 127.0.0.1 and each page is opened in Debian's Chromium
-(/usr/bin/chromium, driven by Playwright; no browser is ever downloaded). For every page it checks:
+The book's HTML folder is served on 127.0.0.1 and each page is opened in Debian's
+Chromium (/usr/bin/chromium, driven by Playwright; no browser is ever downloaded). For
+every page it checks:
 
-- title:     the page has a non-empty <h1>;
-- image:     no image is broken (loaded with naturalWidth 0), and no file the page loads fails (404);
-- error:     no error output (a traceback or error block of a notebook cell, "Traceback (most recent
-             call last)" anywhere in the text) and no uncaught JavaScript error;
-- math:      where there is math, MathJax rendered it (an mjx-container in every math element, no
-             MathJax error), and no raw TeX ($$, \\(, \\[, \\begin{...}, $\\alpha$) is left in the text;
-- clipped:   no code or output block is wider than its box (a <pre> whose scrollWidth exceeds its
-             clientWidth hides the end of its long lines behind a scroll bar); the lines cut off are
-             counted and the longest shown;
-- offline:   the page requests nothing outside the book (the book must work without a network);
+- title:    the page has a non-empty <h1>;
+- image:    no image is broken (loaded with naturalWidth 0), and no file the page loads
+            fails (404);
+- error:    no error output (a traceback or error block of a notebook cell, "Traceback
+            (most recent call last)" anywhere in the text) and no uncaught JavaScript
+            error;
+- math:     where there is math, MathJax rendered it (an mjx-container in every math
+            element, no MathJax error), and no raw TeX ($$, \\(, \\[, \\begin{...},
+            $\\alpha$) is left in the text;
+- clipped:  no code or output block is wider than its box (a <pre> whose scrollWidth
+            exceeds its clientWidth hides the end of its long lines behind a scroll
+            bar); the lines cut off are counted and the longest shown;
+- cut:      no table, image or output runs past the right edge of the text column (a
+            wide one must scroll in its own box);
+- marker:   no code block shows a line of nbdev's cell markers (`#| export`);
+- table:    no Markdown table is left as text (a paragraph of `| a | b |` lines);
+- solution: no code cell of an "Exercises" section shows its source or output until
+            the reader opens it (those cells hold the solutions: tag them `hide-cell`);
+- offline:  the page requests nothing outside the book (it must work without a network);
 
-and saves a full-page screenshot of it under DIR (default: _build/screenshots, next to html/).
-It prints a table of pages and then every failure, page by page, and exits with status 1 when
-anything failed (2 when it could not run at all).
+at each window width (default 1280 px, the narrowest common laptop screen, and 1440 px,
+where the text column has its full width), and saves a full-page screenshot at the first
+width under DIR (default: _build/screenshots, next to html/). It prints a table of pages
+and then every failure, page by page, and exits with status 1 when anything failed (2
+when it could not run at all).
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# Pages Sphinx writes for itself rather than for the reader: no chapter content to check.
+# Pages Sphinx writes for itself rather than for the reader: no chapter content here.
 SKIP_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
 SKIP_DIRS = {
     "_static",
@@ -51,15 +63,17 @@ SKIP_DIRS = {
     "_sphinx_design_static",
     "_panels_static",
 }
-# JavaScript errors of the toolchain itself, the same on every page and harmless, not of the book:
-# sphinx-thebe 0.3.1 under Sphinx 7 writes its one-line config script into every page twice, so the
-# second `const THEBE_JS_URL` throws; the first copy has already set the values (thebe is not used).
+# JavaScript errors of the toolchain itself, the same on every page and harmless, not of
+# the book: sphinx-thebe 0.3.1 under Sphinx 7 writes its one-line config script into
+# every page twice, so the second `const THEBE_JS_URL` throws; the first copy has
+# already set the values (thebe is not used).
 KNOWN_JS_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
 
-# What the browser measures on a page, after MathJax has finished. Returns a plain object.
+# What the browser measures on a page, after MathJax has finished: a plain object.
 MEASURE_JS = r"""
 () => {
-  const article = document.querySelector('article.bd-article, main, [role=main]') || document.body;
+  const article = document.querySelector('article.bd-article, main, [role=main]')
+    || document.body;
   const h1 = article.querySelector('h1') || document.querySelector('h1');
   const out = {title: h1 ? h1.textContent.replace(/[#¶]\s*$/, '').trim() : ''};
 
@@ -69,7 +83,8 @@ MEASURE_JS = r"""
 
   const errorBlocks = [...article.querySelectorAll(
       '.output.error, .output.traceback, div.traceback, .cell_output .traceback')];
-  out.errorOutputs = errorBlocks.map(el => el.innerText.trim().split('\n').slice(-1)[0].slice(0, 160));
+  out.errorOutputs = errorBlocks.map(
+    el => el.innerText.trim().split('\n').slice(-1)[0].slice(0, 160));
   const text = article.innerText;
   out.tracebackText = text.includes('Traceback (most recent call last)');
 
@@ -82,10 +97,12 @@ MEASURE_JS = r"""
     .map(el => (el.getAttribute('data-mjx-error') || el.textContent).slice(0, 120));
 
   // raw TeX left in the prose: text outside code, outputs and MathJax's own output
-  const skip = 'pre, code, script, style, textarea, mjx-container, .highlight, .cell_output, .math';
+  const skip = 'pre, code, script, style, textarea, mjx-container, .highlight, '
+    + '.cell_output, .math';
   const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
   const raw = [];
-  const rawTex = /\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\$[^$\s][^$\n]{0,80}?(\\[A-Za-z]+|[_^])[^$\n]{0,80}?\$/;
+  const rawTex = new RegExp(String.raw`\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|`
+    + String.raw`\$[^$\s][^$\n]{0,80}?(\\[A-Za-z]+|[_^])[^$\n]{0,80}?\$`);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
     if (n.parentElement && n.parentElement.closest(skip)) continue;
     const m = n.textContent.match(rawTex);
@@ -107,9 +124,11 @@ MEASURE_JS = r"""
     document.body.appendChild(probe);
     const charWidth = probe.getBoundingClientRect().width / 100;
     probe.remove();
-    const room = pre.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    const room = pre.clientWidth - parseFloat(style.paddingLeft)
+      - parseFloat(style.paddingRight);
     const fits = Math.max(1, Math.floor(room / charWidth));
-    const lines = pre.textContent.replace(/\n$/, '').split('\n').map(l => l.replace(/\t/g, '        '));
+    const lines = pre.textContent.replace(/\n$/, '').split('\n')
+      .map(l => l.replace(/\t/g, '        '));
     const cut = lines.filter(l => l.length > fits);
     const longest = lines.reduce((a, b) => (b.length > a.length ? b : a), '');
     clipped.push({lines: Math.max(cut.length, 1), fits: fits, longest: longest.length,
@@ -117,11 +136,68 @@ MEASURE_JS = r"""
                   example: longest.trim().slice(0, 100)});
   }
   out.clipped = clipped;
+
+  // nbdev's cell markers shown in a code block (outputs excepted)
+  out.markers = [];
+  for (const pre of article.querySelectorAll('pre')) {
+    if (pre.closest('.cell_output, .output')) continue;
+    for (const line of pre.textContent.split('\n')) {
+      if (/^\s*#\|/.test(line)) out.markers.push(line.trim().slice(0, 80));
+    }
+  }
+
+  // a Markdown table left as text: a paragraph of lines that start and end with a pipe
+  out.rawTables = [...article.querySelectorAll('p')]
+    .map(p => p.textContent.trim().split('\n'))
+    .filter(lines => lines.length >= 2 && lines.every(l => /^\|.*\|$/.test(l.trim())))
+    .map(lines => lines[0].trim().slice(0, 80));
+
+  // tables, images and outputs that run past the right edge of the text column, outside
+  // any box that scrolls sideways (what is past the edge is cut off or hidden)
+  const articleStyle = getComputedStyle(article);
+  const right = article.getBoundingClientRect().right
+    - parseFloat(articleStyle.paddingRight);
+  const scrolls = el => {
+    for (let a = el.parentElement; a && a !== article; a = a.parentElement) {
+      if (['auto', 'scroll'].includes(getComputedStyle(a).overflowX)) return true;
+    }
+    return false;
+  };
+  out.cut = [...article.querySelectorAll('table, img, svg, .cell_output .output')]
+    .filter(el => el.getClientRects().length
+                  && el.getBoundingClientRect().right > right + 1)
+    .filter(el => !scrolls(el))
+    .map(el => ({
+      what: el.tagName.toLowerCase(),
+      over: Math.round(el.getBoundingClientRect().right - right),
+      text: (el.innerText || el.getAttribute('src') || '').trim().split('\n')[0]
+        .slice(0, 60),
+    }));
+
+  // code cells of an "Exercises" section that show their source or output unasked
+  const shown = el => el.getClientRects().length > 0 &&
+    (!el.checkVisibility || el.checkVisibility({visibilityProperty: true}));
+  out.solutions = [];
+  for (const heading of article.querySelectorAll('h2, h3')) {
+    // the heading's text is 'Exercises' or, numbered, '5.9. Exercises'
+    if (!/^([\d.]+\s*)?Exercises\b/.test(heading.textContent.trim())) continue;
+    const section = heading.closest('section') || heading.parentElement;
+    for (const cell of section.querySelectorAll('div.cell')) {
+      for (const [part, what] of [['.cell_input', 'source'],
+                                  ['.cell_output', 'output']]) {
+        const el = cell.querySelector(part);
+        if (el && shown(el)) {
+          const text = el.innerText.trim().split('\n')[0].slice(0, 80);
+          out.solutions.push({what: what, text: text});
+        }
+      }
+    }
+  }
   return out;
 }
 """
 
-# Wait for MathJax (when the page loads it) to finish typesetting; harmless on pages without math.
+# Wait for MathJax (when the page loads it) to finish typesetting (harmless without it).
 MATHJAX_DONE_JS = r"""
 async () => {
   const usesMathJax = [...document.scripts].some(s => /mathjax/i.test(s.src || ''));
@@ -130,7 +206,9 @@ async () => {
                                 window.MathJax.startup.promise); i++) {
     await new Promise(r => setTimeout(r, 50));
   }
-  if (!(window.MathJax && window.MathJax.startup && window.MathJax.startup.promise)) return 'missing';
+  if (!(window.MathJax && window.MathJax.startup && window.MathJax.startup.promise)) {
+    return 'missing';
+  }
   await window.MathJax.startup.promise;
   return 'done';
 }
@@ -151,7 +229,7 @@ class PageResult:
 
 
 def book_pages(html_dir: Path) -> list[str]:
-    """Every reader-facing page of the built book, as paths relative to html_dir (sorted)."""
+    """Every reader-facing page of the built book, as paths relative to html_dir."""
     pages = []
     for path in sorted(html_dir.rglob("*.html")):
         rel = path.relative_to(html_dir)
@@ -172,7 +250,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def serve(html_dir: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    """Serve html_dir on 127.0.0.1 (a free port) in a daemon thread; returns (server, base URL)."""
+    """Serve html_dir on 127.0.0.1 (a free port) in a daemon thread.
+
+    Returns (server, base URL)."""
     handler = functools.partial(_QuietHandler, directory=str(html_dir))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -182,6 +262,7 @@ def serve(html_dir: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 def check_page(
     browser, base: str, page_path: str, shots: Path | None, width: int, full_page: bool
 ) -> PageResult:
+    """Open one page at one window width and check it (and screenshot it to shots)."""
     result = PageResult(page_path)
     context = browser.new_context(viewport={"width": width, "height": 1000})
     page = context.new_page()
@@ -216,7 +297,7 @@ def check_page(
             shot = shots / (page_path.replace("/", "__").removesuffix(".html") + ".png")
             page.screenshot(path=str(shot), full_page=full_page)
             result.screenshot = str(shot)
-    except Exception as exc:  # noqa: BLE001 -- a page that cannot even be opened is a failure of that page
+    except Exception as exc:  # noqa: BLE001 -- a page that cannot be opened fails
         result.fail(
             "error", f"could not open or measure the page: {exc}".splitlines()[0]
         )
@@ -242,7 +323,8 @@ def check_page(
     if m["mathElements"] and mathjax != "done":
         result.fail(
             "math",
-            f"the page has {m['mathElements']} math elements but MathJax did not run ({mathjax})",
+            f"the page has {m['mathElements']} math elements but MathJax did not run "
+            f"({mathjax})",
         )
     elif m["mathUnrendered"]:
         result.fail(
@@ -267,22 +349,59 @@ def check_page(
         result.fail(
             "clipped",
             f"{len(blocks)} {where} blocks wider than the page, {lines} lines cut off "
-            f"(about {worst['fits']} characters fit; longest line {worst['longest']}: "
-            f"{worst['example']!r})",
+            f"(at {width} px about {worst['fits']} characters fit; longest line "
+            f"{worst['longest']}: {worst['example']!r})",
+        )
+    for item in m["cut"]:
+        result.fail(
+            "cut",
+            f"a {item['what']} runs {item['over']} px past the text column at {width} "
+            f"px and does not scroll in its own box: {item['text']!r}",
+        )
+    for line in m["markers"]:
+        result.fail("marker", f"a code block shows an nbdev marker: {line!r}")
+    for first in m["rawTables"]:
+        result.fail("table", f"a Markdown table shown as text: {first!r}")
+    for item in m["solutions"]:
+        result.fail(
+            "solution",
+            f"a code cell of the exercises shows its {item['what']} (a solution; tag "
+            f"the cell hide-cell): {item['text']!r}",
         )
     for url in dict.fromkeys(external):
         result.fail("offline", f"requests a resource outside the book: {url}")
     return result
 
 
+DEFAULT_WIDTHS = (1280, 1440)
+
+
+def merge(first: PageResult, other: PageResult, width: int) -> None:
+    """Add to first the failures other found at another window width (each once)."""
+    seen = set(first.failures)
+    for kind, message in other.failures:
+        if (kind, message) in seen:
+            continue
+        if f"{width} px" not in message:
+            message = f"at {width} px: {message}"
+        first.fail(kind, message)
+    first.clipped_lines = max(first.clipped_lines, other.clipped_lines)
+    first.clipped_output_lines = max(
+        first.clipped_output_lines, other.clipped_output_lines
+    )
+
+
 def run(
     html_dir: Path,
     shots: Path | None,
-    width: int = 1440,
+    widths: int | tuple[int, ...] | list[int] = DEFAULT_WIDTHS,
     full_page: bool = True,
     only: list[str] | None = None,
 ) -> list[PageResult]:
-    """Check the pages of html_dir (all, or those named in only); returns one result per page."""
+    """Check the pages of html_dir (all, or those named in only) at each window width.
+
+    Returns one result per page, its screenshot taken at the first width."""
+    widths = [widths] if isinstance(widths, int) else list(widths)
     from playwright.sync_api import sync_playwright
 
     pages = book_pages(html_dir)
@@ -293,10 +412,15 @@ def run(
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                return [
-                    check_page(browser, base, page, shots, width, full_page)
-                    for page in pages
-                ]
+                results = []
+                for page in pages:
+                    first, *others = widths
+                    result = check_page(browser, base, page, shots, first, full_page)
+                    for width in others:
+                        other = check_page(browser, base, page, None, width, full_page)
+                        merge(result, other, width)
+                    results.append(result)
+                return results
             finally:
                 browser.close()
     finally:
@@ -307,7 +431,8 @@ def run(
 def report(results: list[PageResult], out=sys.stdout) -> int:
     """Print a table of pages and every failure; returns the number of failures."""
     print(
-        f"{'page':34s} {'fails':>5s} {'math':>5s} {'clipped lines: code':>19s} {'output':>6s}  kinds",
+        f"{'page':34s} {'fails':>5s} {'math':>5s} {'clipped lines: code':>19s} "
+        f"{'output':>6s}  kinds",
         file=out,
     )
     for r in results:
@@ -318,14 +443,17 @@ def report(results: list[PageResult], out=sys.stdout) -> int:
             file=out,
         )
     print(
-        f"{'total':34s} {sum(len(r.failures) for r in results):5d} {sum(r.math for r in results):5d} "
-        f"{sum(r.clipped_lines for r in results):19d} {sum(r.clipped_output_lines for r in results):6d}",
+        f"{'total':34s} {sum(len(r.failures) for r in results):5d} "
+        f"{sum(r.math for r in results):5d} "
+        f"{sum(r.clipped_lines for r in results):19d} "
+        f"{sum(r.clipped_output_lines for r in results):6d}",
         file=out,
     )
     total = sum(len(r.failures) for r in results)
     if total:
         print(
-            f"\nFAILED: {total} problems on {sum(bool(r.failures) for r in results)} of "
+            f"\nFAILED: {total} problems on "
+            f"{sum(bool(r.failures) for r in results)} of "
             f"{len(results)} pages",
             file=out,
         )
@@ -361,9 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--width",
         type=int,
-        default=1440,
-        help="browser window width in pixels (default 1440: the text column is at its widest "
-        "and 89 characters of code fit)",
+        action="append",
+        help="browser window width in pixels, repeatable (default: 1280 and 1440; 88 "
+        "characters of code must fit at both); the screenshots are taken at the first",
     )
     ap.add_argument(
         "--page",
@@ -396,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(
         html_dir,
         shots,
-        width=args.width,
+        widths=args.width or DEFAULT_WIDTHS,
         full_page=not args.viewport_only,
         only=args.page,
     )

@@ -1,10 +1,11 @@
-"""Hide nbdev's cell markers (`#| export`, `#| default_exp data`, ...) in the rendered book.
+"""Hide nbdev's cell markers (`#| export`, `#| default_exp data`) in the rendered book.
 
-The chapters are the source of the `backpack` package: nbdev reads the lines that start with `#|`
-to know which cells to export and where. They are instructions to the exporter, not code a reader
-needs, so this extension removes them from the code cells of the HTML pages (the notebooks keep
-them). A cell whose source was only markers (the `#| default_exp` cell of each chapter) leaves no
-empty box: its input is removed, and the whole cell when it has no output either.
+The chapters are the source of the `backpack` package: nbdev reads the lines that start
+with `#|` to know which cells to export and where. They are instructions to the
+exporter, not code a reader needs, so this extension removes them from the code cells of
+the HTML pages (the notebooks keep them). A cell whose source was only markers (the
+`#| default_exp` cell of each chapter) leaves no empty box: its input is removed, and
+the whole cell when it has no output either.
 
 Enabled in _config.yml (`sphinx: local_extensions: {nbdev_markers: book/_ext}`).
 """
@@ -20,7 +21,7 @@ MARKER = re.compile(r"^\s*#\|")
 
 
 def strip_markers(source: str) -> str:
-    """source without its `#|` lines and without the blank lines they leave at its start."""
+    """source without its `#|` lines and the blank lines they leave at its start."""
     kept = [line for line in source.split("\n") if not MARKER.match(line)]
     while kept and not kept[0].strip():
         kept.pop(0)
@@ -38,7 +39,7 @@ def remove_markers(app: Sphinx, doctree: nodes.document) -> None:
                 continue
             code = strip_markers(source)
             if code:
-                # rawsource and text must stay equal: Sphinx highlights a literal block only then
+                # Sphinx highlights a block only when its rawsource equals its text
                 block.rawsource = code
                 block.children = [nodes.Text(code)]
             else:
