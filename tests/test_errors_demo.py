@@ -68,6 +68,7 @@ def tiny_backpack_folder(tmp_path, tokenizer_beside: bool = True):
     return folder
 
 
+@pytest.mark.slow
 def test_model_flag_loads_any_saved_backpack(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo_module, "CACHE_DIR", tmp_path / "cache")
     folder = tiny_backpack_folder(tmp_path)

@@ -107,6 +107,7 @@ def test_leaving_the_context_restores_exact_outputs_even_after_an_error():
     assert torch.equal(logits(model), plain)
 
 
+@pytest.mark.slow
 def test_batched_generation_matches_row_by_row():
     model = tiny_backpack()
     prompts = torch.tensor([[5, 7, 9], [3, 5, 2], [9, 9, 5]])

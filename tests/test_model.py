@@ -284,7 +284,11 @@ def test_generate_checks_its_arguments():
 def test_auto_sense_sum_is_fused_on_a_cpu_and_a_hopper_gpu_with_triton(monkeypatch):
     import importlib.util
 
-    from backpack.model import uses_fused_sense_sum
+    from backpack.model import sense_sum_way
+
+    def uses_fused_sense_sum(config, device) -> bool:
+        return sense_sum_way(config, device) == "fused"
+
     auto = BackpackConfig(**SMALL)
     assert uses_fused_sense_sum(auto, "cpu") and not uses_fused_sense_sum(auto, "meta")
     for way, expected in (("fused", True), ("per_sense", False)):

@@ -44,6 +44,7 @@ def test_ruff_finds_nothing_in_the_package_tests_and_scripts():
         f"{result.stdout}{result.stderr}")
 
 
+@pytest.mark.slow
 def test_ruff_finds_nothing_in_the_chapters():
     result = ruff_chapters(*CHAPTERS)
     assert result.returncode == 0, (
@@ -64,6 +65,7 @@ def test_no_code_cell_is_too_long(chapter):
         f"{long_cells}; split them into explained steps")
 
 
+@pytest.mark.slow
 def test_the_check_catches_a_long_line_and_an_unused_import(tmp_path):
     """The chapters' check above must fail on a notebook with a too-long line or an
     unused import, and pass on a notebook without them."""
