@@ -101,6 +101,7 @@ def test_cuda_without_a_gpu_is_refused(tmp_path, monkeypatch, capsys):
     refused(args, monkeypatch, capsys, "no CUDA GPU is visible: use --device cpu")
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_naming_the_folder_and_keeps_the_checkpoints(
         tmp_path, monkeypatch, capsys):
     real, calls = train_module.write_pretrained, []

@@ -45,6 +45,7 @@ def config(**overrides) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_metrics_are_written(tmp_path):
     model = fresh()
     result = train(model, config(max_steps=60, out_dir=str(tmp_path)), TRAIN, VAL, log=None)
@@ -55,6 +56,7 @@ def test_loss_decreases_and_metrics_are_written(tmp_path):
     assert result.tokens_seen == 60 * 4 * 16
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path):
     straight = fresh(dropout=0.1)
     train(straight, config(), TRAIN, VAL, log=None)
@@ -68,6 +70,7 @@ def test_resume_is_exact(tmp_path):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_one_big_batch():
     big, accumulated = fresh().double(), fresh().double()  # float64: Adam amplifies rounding noise
     train(big, config(batch_size=8), TRAIN, VAL, log=None)
@@ -151,6 +154,7 @@ def test_a_second_run_in_the_same_out_dir_is_locked_out(tmp_path):
     train(fresh(), config(out_dir=str(tmp_path), max_steps=1), TRAIN, VAL, log=None)  # free again
 
 
+@pytest.mark.slow
 def test_resume_refuses_changes_that_break_exactness(tmp_path):
     train(fresh(), config(out_dir=str(tmp_path), stop_after=6), TRAIN, VAL, log=None)
     with pytest.raises(ValueError, match=r"changed settings \(batch_size: 4 -> 8\).*"
@@ -167,6 +171,7 @@ def test_resume_refuses_changes_that_break_exactness(tmp_path):
     assert result.final_step == 12 and "learning_rate: 0.003 -> 0.001" in said[0]
 
 
+@pytest.mark.slow
 def test_resume_cuts_metrics_back_and_cleans_stale_temporaries(tmp_path):
     train(fresh(), config(out_dir=str(tmp_path), stop_after=6), TRAIN, VAL, log=None)
     metrics = tmp_path / "metrics.jsonl"
