@@ -530,7 +530,7 @@ BENCHMARKS: dict[str, str] = {
     "RG-65": "EN-RG-65.txt",
     "WordSim-353": "EN-WS-353-ALL.txt",
 }
-# Hewitt et al. (2023), Table 2: Spearman rho of their models (Backpack-Small's senses).
+# Hewitt et al. (2023), Table 4: Spearman rho of their models (Backpack-Small's senses).
 PAPER_SIMILARITY: pd.DataFrame = pd.DataFrame(
     [
         [0.522, 0.471, 0.754, 0.749],
@@ -635,7 +635,7 @@ def similarity_scores(
             continue
         for sense, row in enumerate(cosine):
             scores[f"{name} Sim_{sense}"] = spearman(row, human)
-        scores[f"{name} Sim_min"] = spearman(cosine.max(0).values, human)
+        scores[f"{name} Sim_min"] = spearman(cosine.min(0).values, human)
     return pd.Series(scores)
 
 
