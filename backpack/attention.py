@@ -20,8 +20,7 @@ except Exception:  # ImportError, or a wheel built for another CUDA/torch
     HAS_FLASH_ATTN: bool = False
 
 # %% auto #0
-__all__ = ['BACKENDS', 'last_backend', 'causal_mask', 'attention_weights', 'plain_attention', 'tiled_attention',
-           'attention_backend_used', 'select_backend', 'attention']
+__all__ = ['BACKENDS', 'causal_mask', 'attention_weights', 'plain_attention', 'tiled_attention', 'select_backend', 'attention']
 
 # %% ../book/03_attention.ipynb #525dafe6
 def _softmax_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -218,12 +217,6 @@ def tiled_attention(
 
 # %% ../book/03_attention.ipynb #ff02e742
 BACKENDS = ("auto", "flash", "sdpa", "plain", "tiled")
-last_backend: str = "none"  # backend of the latest `attention` call; see below
-
-
-def attention_backend_used() -> str:
-    """Name of the backend the latest call to `attention` ran ("none" before any)."""
-    return last_backend
 
 
 def select_backend(
@@ -316,8 +309,7 @@ def attention(
     causal masks are aligned bottom-right (query i sees keys j <= i + n_k - n_q).
     backend: "auto" (see `select_backend`), "flash", "sdpa", "plain" or "tiled".
     Dropout (dropout_p > 0) is applied whenever asked: pass dropout_p=0.0 at evaluation
-    time. The backend that ran is in `attention_backend_used()`."""
-    global last_backend
+    time."""
     _check_attention_call(q, k, v, causal, dropout_p, backend)
     chosen = backend
     if backend == "auto":
@@ -330,5 +322,4 @@ def attention(
         out = plain_attention(q, k, v, causal=causal, scale=scale, dropout_p=dropout_p)
     else:  # "tiled"
         out = tiled_attention(q, k, v, causal=causal, scale=scale)
-    last_backend = chosen
     return out

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import attention, attention_weights
 from .senses import SenseNetwork, count_parameters
+from .sums import SENSE_SUMS, sense_sum
 from backpack.weights import (
     SenseWeightNetwork,
     Transformer,
@@ -33,8 +33,8 @@ from backpack.weights import (
 # %% auto #0
 __all__ = ['PRESETS', 'SENSE_SUM_WAYS', 'IGNORE_INDEX', 'MIN_TEMPERATURE', 'BackpackConfig', 'LMOutput', 'check_targets',
            'language_model_loss', 'is_int', 'check_sampling_args', 'check_generate_args', 'sample_next_token',
-           'evaluating', 'generate_tokens', 'LanguageModel', 'uses_sense_dedup', 'uses_fused_sense_sum', 'BackpackBase',
-           'check_contextualization', 'sum_over_senses', 'BackpackLM', 'TransformerLM']
+           'evaluating', 'generate_tokens', 'LanguageModel', 'senses_per_unique_token', 'uses_sense_dedup',
+           'sense_sum_way', 'BackpackBase', 'check_contextualization', 'BackpackLM', 'TransformerLM']
 
 # %% ../book/05_model.ipynb #4bf00ff3
 # the paper's vocabulary (GPT-2's 50,257 tokens, padded to 50,264) and context
@@ -46,18 +46,18 @@ PRESETS: dict[str, dict] = {
     "mini": dict(_PAPER, n_embd=640, n_layer=8, n_head=8),
     "small": dict(_PAPER, n_embd=768, n_layer=12, n_head=12),
 }
-SENSE_SUM_WAYS = ("auto", "per_sense", "fused")  # how forward sums the senses
+SENSE_SUM_WAYS = ("auto", *SENSE_SUMS)  # how forward sums the senses (chapter 10)
 
 # %% ../book/05_model.ipynb #c94f6589
 @dataclass
 class BackpackConfig(TransformerConfig):
     """Sizes and switches of a Backpack LM (and of its same-size Transformer)."""
 
-    num_senses: int = 16  # k
-    sense_intermediate_scale: int = 4  # final MLP: d -> scale*d -> k*d
-    sense_dedup: bool | str = "auto"  # senses once per distinct token: see below
+    num_senses: int = 16  # k: sense vectors per token
+    sense_intermediate_scale: int = 4  # the sense network: d -> scale*d -> k*d
+    sense_dedup: bool | str = "auto"  # senses once per distinct id: True, False, auto
     divide_by_senses: bool = False  # o = sum / k (the Levanter port), not the sum
-    sense_sum: str = "auto"  # "per_sense", "fused" (chapter 10) or "auto": see below
+    sense_sum: str = "auto"  # auto (the fastest here) or one of chapter 10's SENSE_SUMS
 
     def check(self) -> None:
         """The Transformer's checks, then the Backpack's own fields."""
@@ -127,10 +127,16 @@ def check_targets(targets: torch.Tensor, logits: torch.Tensor) -> None:
             f"convert them with targets.long()"
         )
     vocab = logits.shape[-1]
+    if torch.compiler.is_compiling():
+        return  # a compiled graph has no value checks: they would break it in two
     kept = targets != IGNORE_INDEX
     outside = kept & ((targets < 0) | (targets >= vocab))
-    # one sync for both checks
-    any_outside, any_kept = torch.stack([outside.any(), kept.any()]).tolist()
+    if targets.device.type != "cpu":  # checked on the device: the host never waits
+        torch._assert_async(~outside.any(), f"target ids must lie in [0, {vocab}) "
+                            f"or be {IGNORE_INDEX} (no target)")
+        torch._assert_async(kept.any(), f"every target is {IGNORE_INDEX} (ignored)")
+        return
+    any_outside, any_kept = bool(outside.any()), bool(kept.any())
     if any_outside:
         bad = int(targets[outside][0])
         raise ValueError(
@@ -143,7 +149,7 @@ def check_targets(targets: torch.Tensor, logits: torch.Tensor) -> None:
             f"give at least one real target, or call the model without targets"
         )
 
-
+# %% ../book/05_model.ipynb #725d48fd
 def language_model_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of next-token targets (batch, seq) under logits
     (batch, seq, vocab).
@@ -282,8 +288,8 @@ def generate_tokens(
         idx, max_new_tokens, temperature, top_k, n_ctx, sliding_window, vocab_size
     )
     if use_cache and idx.shape[-1] + max_new_tokens <= n_ctx:
-        # chapter 10; it imports this module
-        from backpack.fast import generate_cached
+        # generation imports this module: a lazy import keeps the layers one-way
+        from backpack.generation import generate_cached
 
         return generate_cached(
             model, idx, max_new_tokens, temperature, top_k, generator
@@ -330,28 +336,47 @@ class LanguageModel(nn.Module):
         return model
 
 # %% ../book/05_model.ipynb #5e2d8c1a
+def senses_per_unique_token(
+    sense_network: nn.Module, embedding: nn.Embedding, idx: torch.Tensor
+) -> torch.Tensor:
+    """The senses of idx (b, n), computed once per distinct id and gathered back to
+    the positions: (b, k, n, d), as sense_network(embedding(idx)) computes them."""
+    unique_ids, inverse = torch.unique(idx, return_inverse=True)  # (u,), (b, n)
+    per_unique = sense_network(embedding(unique_ids))  # (k, u, d)
+    k, u, d = per_unique.shape
+    table = per_unique.transpose(0, 1).reshape(u, k * d)  # (u, k*d): a lookup table
+    senses = F.embedding(inverse, table)  # (b, n, k*d)
+    return senses.view(*idx.shape, k, d).transpose(1, 2)  # (b, k, n, d)
+
+
 def uses_sense_dedup(config: BackpackConfig, device: torch.device) -> bool:
     """Whether senses are computed once per distinct id on device: config.sense_dedup,
     where "auto" means on a CPU, and on a GPU for widths of 512 and more: chapter 10
     measures the dedup faster at the paper's Small width (768) on an H200, chapter 7
-    slower at width 256, where the GPU waits on the host."""
+    slower at width 256, where the GPU waits on the host. Under torch.compile "auto"
+    means never: the number of distinct ids is known only at run time."""
     if config.sense_dedup == "auto":
+        if torch.compiler.is_compiling():
+            return False  # torch.unique's data-dependent size would break the graph
         kind = torch.device(device).type
         return kind == "cpu" or (kind == "cuda" and config.n_embd >= 512)
     return config.sense_dedup
 
 
-def uses_fused_sense_sum(config: BackpackConfig, device: torch.device) -> bool:
-    """Whether forward sums the senses with chapter 10's fused kernel: config.sense_sum,
-    where "auto" means where chapter 10 measured it fastest: on a CPU (in PyTorch) and
-    on a Hopper GPU (in Triton, where it is installed); elsewhere one attention per
-    sense, until it is measured there."""
+def sense_sum_way(config: BackpackConfig, device: torch.device) -> str:
+    """How forward sums the senses on device (one of chapter 10's SENSE_SUMS):
+    config.sense_sum, where "auto" means where chapter 10 measured each fastest: the
+    fused sum on a CPU (in PyTorch) and on a Hopper GPU (in Triton, where it is
+    installed); elsewhere one attention per sense, until it is measured there."""
     if config.sense_sum != "auto":
-        return config.sense_sum == "fused"
+        return config.sense_sum
     device = torch.device(device)
+    if device.type == "cpu":
+        return "fused"
     if device.type != "cuda" or importlib.util.find_spec("triton") is None:
-        return device.type == "cpu"
-    return torch.cuda.get_device_capability(device) >= (9, 0)
+        return "per_sense"
+    hopper = torch.cuda.get_device_capability(device) >= (9, 0)
+    return "fused" if hopper else "per_sense"
 
 # %% ../book/05_model.ipynb #b4514a78
 class BackpackBase(LanguageModel):
@@ -366,32 +391,34 @@ class BackpackBase(LanguageModel):
         self.sense_network = SenseNetwork(*sizes, c.dropout, c.layer_norm_epsilon)
         self.sense_weight_net = SenseWeightNetwork(c.n_embd, c.num_senses)
         init_gpt2_weights(self, c.n_layer)
-        # interventions (chapter 9): functions (idx (b,n), senses (b,k,n,d)) -> senses
-        self.sense_edits: list = []
+        self.sense_edits: list = []  # chapter 9: functions (idx, senses) -> senses
 
     @property
     def word_embeddings(self) -> torch.Tensor:
         """E: (vocab, d), shared by the input, the sense network and the output."""
         return self.transformer.wte.weight
 
-    def sense_vectors(self, idx: torch.Tensor) -> torch.Tensor:
-        """The senses C(x_j) of the tokens idx (b, n), after any edits: (b, k, n, d)."""
-        if uses_sense_dedup(self.config, idx.device):
-            senses = self.senses_per_unique_token(idx)  # (b, k, n, d)
-        else:
-            senses = self.sense_network(self.transformer.wte(idx))  # (b, k, n, d)
+    def sense_vectors(
+        self, idx: torch.Tensor, senses: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The senses C(x_j) of the tokens idx (b, n), after any edits: (b, k, n, d).
+        senses: their unedited senses (b, k, n, d), if the caller has them already."""
+        if senses is None:
+            senses = self.unedited_senses(idx)  # (b, k, n, d)
         for edit in self.sense_edits:
             senses = edit(idx, senses)  # (b, k, n, d)
         return senses
 
-    def senses_per_unique_token(self, idx: torch.Tensor) -> torch.Tensor:
-        """The senses of idx (b, n), once per distinct id, gathered: (b, k, n, d)."""
-        unique_ids, inverse = torch.unique(idx, return_inverse=True)  # (u,), (b, n)
-        per_unique = self.sense_network(self.transformer.wte(unique_ids))  # (k, u, d)
-        k, u, d = per_unique.shape
-        table = per_unique.transpose(0, 1).reshape(u, k * d)  # (u, k*d): a lookup table
-        senses = F.embedding(inverse, table)  # (b, n, k*d)
-        return senses.view(*idx.shape, k, d).transpose(1, 2)  # (b, k, n, d)
+    def unedited_senses(
+        self, idx: torch.Tensor, dedup: bool | None = None
+    ) -> torch.Tensor:
+        """The senses of idx (b, n) before edits: (b, k, n, d), once per distinct id
+        (dedup) or at every position; dedup None means as `uses_sense_dedup` says."""
+        dedup = uses_sense_dedup(self.config, idx.device) if dedup is None else dedup
+        if dedup:
+            wte = self.transformer.wte
+            return senses_per_unique_token(self.sense_network, wte, idx)  # (b,k,n,d)
+        return self.sense_network(self.transformer.wte(idx))  # (b, k, n, d)
 
     def contextualization(self, idx: torch.Tensor) -> torch.Tensor:
         """The contextualization weights alpha of idx (b, n): (b, k, n, n)."""
@@ -407,24 +434,6 @@ def check_contextualization(alpha: torch.Tensor, expected: tuple[int, ...]) -> N
         )
 
 # %% ../book/05_model.ipynb #sum-over-senses
-def sum_over_senses(
-    q: torch.Tensor, k: torch.Tensor, senses: torch.Tensor, scale: float,
-    config: BackpackConfig) -> torch.Tensor:
-    """sum_l softmax(q_l k_l^T * scale + causal mask) @ C_l without storing alpha: (b,
-    n, d). q, k: (b, senses, n, d/k); senses: (b, senses, n, d).
-
-    config.sense_sum picks the way: "per_sense" (the fused attention of chapter 3, one
-    attention per sense, then the sum), "fused" (chapter 10's kernel, which sums inside)
-    or "auto", as `uses_fused_sense_sum` says."""
-    if uses_fused_sense_sum(config, q.device):  # chapter 10; it imports this module
-        from backpack.fast import fused_sense_sum
-
-        return fused_sense_sum(q, k, senses.to(q.dtype), scale)
-    backend = config.attention_backend
-    heads = attention(q, k, senses, causal=True, scale=scale, backend=backend)
-    return heads.sum(dim=1)  # (b, n, d): the per-sense outputs (b, k, n, d) summed
-
-# %% ../book/05_model.ipynb #a99f614b
 class BackpackLM(BackpackBase):
     """A Backpack language model (Hewitt et al., 2023)."""
 
@@ -435,31 +444,33 @@ class BackpackLM(BackpackBase):
         *,
         return_senses: bool = False,
         contextualization: torch.Tensor | None = None,
+        senses: torch.Tensor | None = None,
     ) -> LMOutput:
         """Logits (b, n, vocab) and, with targets (b, n), the loss.
 
         return_senses: also return the senses and the contextualization weights alpha.
         contextualization: use these weights (b, k, n, n), not the weight network's.
+        senses: idx's unedited senses (b, k, n, d), if computed already; edits apply.
         """
-        check_token_ids(idx, self.config.vocab_size, self.config.n_positions)
-        b, n = idx.shape
-        senses = self.sense_vectors(idx)  # (b, k, n, d)
-        alpha = None
-        if contextualization is not None:
-            check_contextualization(
-                contextualization, (b, self.config.num_senses, n, n)
-            )
-            alpha = contextualization
-        elif return_senses:
-            alpha = self.contextualization(idx)  # (b, k, n, n)
+        if contextualization is None:
+            hidden = self.transformer(idx)  # (b, n, d); checks idx (chapter 4)
+        else:  # the weights are given: the Transformer does not run
+            check_token_ids(idx, self.config.vocab_size, self.config.n_positions)
+            b, n = idx.shape
+            expected = (b, self.config.num_senses, n, n)
+            check_contextualization(contextualization, expected)
+        senses = self.sense_vectors(idx, senses)  # (b, k, n, d)
+        alpha = contextualization
+        if alpha is None and return_senses:
+            alpha = self.sense_weight_net(hidden)  # (b, k, n, n)
         if alpha is not None:
             output = (alpha @ senses).sum(dim=1)  # (b, n, d)
-        else:  # fused: softmax(q k^T) @ senses per sense, alpha never stored
-            q, k = self.sense_weight_net.queries_keys(
-                self.transformer(idx)
-            )  # (b, k, n, d/k)
-            scale = self.sense_weight_net.scale
-            output = sum_over_senses(q, k, senses, scale, self.config)  # (b, n, d)
+        else:  # softmax(q k^T) @ senses per sense, summed, alpha never stored
+            queries, keys = self.sense_weight_net.queries_keys(hidden)  # (b, k, n, d/k)
+            way = sense_sum_way(self.config, idx.device)
+            output = sense_sum(
+                queries, keys, senses.to(queries.dtype), self.sense_weight_net.scale,
+                way, self.config.attention_backend)  # (b, n, d)
         if self.config.divide_by_senses:
             output = output / self.config.num_senses
         logits = F.linear(output, self.word_embeddings)  # (b, n, vocab)

@@ -92,16 +92,17 @@ def check_divisible(owner: str, name: str, value: int, by_name: str, by: int) ->
 class TransformerConfig:
     """Sizes of a GPT-2 style Transformer."""
 
-    vocab_size: int = 16384
+    vocab_size: int = 16384  # token ids the model accepts: the tokenizer's size
     n_positions: int = 256  # the context: the longest sequence the model accepts
-    n_embd: int = 256  # d
-    n_layer: int = 4
-    n_head: int = 4
-    dropout: float = 0.0
-    layer_norm_epsilon: float = 1e-5
-    # as the reference Backpack: scores / (layer + 1)
+    n_embd: int = 256  # d: the width of embeddings and hidden states
+    n_layer: int = 4  # Transformer blocks
+    n_head: int = 4  # attention heads per block (d must be a multiple)
+    dropout: float = 0.0  # dropout rate in training (embeddings, attention, MLPs)
+    layer_norm_epsilon: float = 1e-5  # added to the variance in every LayerNorm
+    # divide layer l's attention scores by l + 1, as the reference Backpack does
     scale_attn_by_inverse_layer_idx: bool = True
-    attention_backend: str = "auto"  # see backpack.attention.attention
+    # auto, flash, sdpa, plain or tiled: how attention is computed (chapter 3)
+    attention_backend: str = "auto"
 
     def __post_init__(self):
         self.check()
@@ -220,6 +221,12 @@ def check_token_ids(idx: torch.Tensor, vocab_size: int, n_positions: int) -> Non
             f"{n_positions} positions: split it into windows of at most "
             f"{n_positions} tokens"
         )
+    if torch.compiler.is_compiling():
+        return  # a compiled graph has no value checks: they would break it in two
+    fits = f"token ids must lie in the vocabulary [0, {vocab_size})"
+    if idx.device.type != "cpu":  # checked on the device: the host never waits
+        torch._assert_async(((idx >= 0) & (idx < vocab_size)).all(), fits)
+        return
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= vocab_size:
         bad = hi if hi >= vocab_size else lo
@@ -233,7 +240,7 @@ def init_gpt2_weights(model: nn.Module, n_layer: int, std: float = 0.02) -> None
     """GPT-2 initialisation, in place.
 
     N(0, std) weights, zero biases, residual projections scaled by 1/sqrt(2 n_layer)."""
-    for name, module in model.named_modules():
+    for module in model.modules():
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:

@@ -33,7 +33,7 @@ elif [ "$MODE" = speed ]; then
   timeout 90 python3 - <<'PY' 2>&1 | tee "$OUT/profile_gpu.txt" || true
 import torch
 from backpack.data import batch_at, load_tokens
-from backpack.fast import device_sense_profile
+from backpack.bench import device_sense_profile
 from backpack.model import BackpackConfig, BackpackLM
 tokens = load_tokens("train")
 sizes = {"the book's d=256 (chapter 7's GPU runs)":
@@ -49,7 +49,7 @@ for name, size in sizes.items():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         print(device_sense_profile(model, x, rows=8))
 PY
-  timeout "${BENCH_LIMIT:-330}" python3 -m backpack.fast --device cuda --out "$OUT/speed_gpu.json" 2>&1 \
+  timeout "${BENCH_LIMIT:-330}" python3 -m backpack.bench --device cuda --out "$OUT/speed_gpu.json" 2>&1 \
       | tee "$OUT/speed_gpu.txt" || true
 elif [ "$MODE" = micro ]; then
   # The paper's Micro width and depth (d=384, 6 layers, 6 heads, k=16) on our 16k vocabulary:
