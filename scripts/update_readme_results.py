@@ -122,7 +122,7 @@ def speed_table(bench: dict, seqs: tuple = (256,)) -> list[str]:
         f"{threads} thread{'s' * (threads > 1)}"
     )
     return [
-        f"Chapter 10's benchmark (`backpack bench`, {machine}, {precision}, "
+        f"Chapter 10's benchmark ({machine}, {precision}, "
         f"{bench['batch_tokens']:,} tokens per training step, 256 new tokens), ratios "
         "measured side by side in one run:",
         "",
