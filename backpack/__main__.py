@@ -1,27 +1,47 @@
-"""`python -m backpack COMMAND`: the demo (backpack.demo, chapter 9b) and the book's
-data folder (backpack.data, chapter 1). Hand-written."""
+"""`backpack COMMAND` (also `python -m backpack COMMAND`): training (backpack.runs,
+chapter 7b), evaluation, the demo (backpack.demo, chapter 9b), the book's data folder
+(backpack.data, chapter 1) and the speed benchmark (chapter 10). Hand-written.
+
+Each command imports its module only when it runs, so `backpack demo` never imports
+the trainer and `backpack --help` imports nothing heavy."""
 import argparse
 import sys
+from pathlib import Path
 
-USAGE = """usage: python -m backpack demo [--prompt TEXT] [--max-new-tokens N]
-                               [--seed S] [--debias] [--topic NAME STRENGTH]
-                               [--edit WORD OLD NEW] [--model FOLDER]
-                               [--tokenizer PATH]
-       python -m backpack data install [--from PATH] [--overwrite]
-       python -m backpack data where
-
-  demo          talk to the Backpack trained in the book, or another (demo --help:
-                the options and their defaults)
-  data install  copy the book's data folder (tokenizer, models, corpus...) into this
-                user's data folder, where a package installed with pip finds it
-  data where    print the data folder and the cache folder the package uses"""
+COMMANDS = {  # name -> what it does (the first line of `backpack --help`)
+    "train": "train a Backpack or a Transformer into an out-dir (chapter 7; "
+             "checkpoints, exact resume and results: chapter 7b)",
+    "eval": "the perplexity of a saved model on a text or token file",
+    "demo": "talk to the Backpack trained in the book, or another (chapter 9b)",
+    "data": "the book's data folder: `data install` copies it for a pip install, "
+            "`data where` prints the folders in use",
+    "bench": "chapter 10's benchmark: training step, memory and generation, side by "
+             "side",
+}
 
 
-def data_parser() -> argparse.ArgumentParser:
-    """The arguments of `python -m backpack data`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m backpack data", description="The book's data folder."
-    )
+def usage(prog: str) -> str:
+    """`backpack --help`: every command, one line each."""
+    width, indent = max(map(len, COMMANDS)), " " * len("usage: ")
+    synopses = (
+        "train [--model KIND] [--preset NAME] [--out-dir DIR] [--resume] ...",
+        "eval --model FOLDER (--text FILE | --tokens FILE) [--tokenizer PATH] ...",
+        "demo [--prompt TEXT] [--max-new-tokens N] [--seed S] [--debias] ...",
+        "data install [--from PATH] [--overwrite] | data where",
+        "bench [OPTIONS]")
+    lines = [f"usage: {prog} COMMAND [OPTIONS]"]
+    lines += [f"{indent}{prog} {synopsis}" for synopsis in synopses]
+    lines += ["", "Backpack Language Models, built step by step (backpack-book).", "",
+              "commands:"]
+    lines += [f"  {name:{width}s}  {what}" for name, what in COMMANDS.items()]
+    lines += ["", f"`{prog} COMMAND --help` lists a command's options with their "
+                  f"defaults."]
+    return "\n".join(lines)
+
+
+def data_parser(prog: str = "backpack data") -> argparse.ArgumentParser:
+    """The arguments of `backpack data`."""
+    parser = argparse.ArgumentParser(prog=prog, description="The book's data folder.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     install = commands.add_parser(
         "install", help="copy the book's data folder into this user's data folder"
@@ -34,17 +54,17 @@ def data_parser() -> argparse.ArgumentParser:
     install.add_argument(
         "--overwrite", action="store_true",
         help="replace an existing install (its files are kept beside the new one "
-             "unless the new copy holds them all)",
+             "unless the new copy holds them all) (default: off)",
     )
     commands.add_parser("where", help="print the data and cache folders in use")
     return parser
 
 
-def data_main(argv: list[str]) -> int:
-    """`python -m backpack data ...`: 0 done, 1 refused (an install exists, a full
-    disk), 2 bad input."""
+def data_main(argv: list[str], prog: str = "python -m backpack data") -> int:
+    """`backpack data ...`: 0 done, 1 refused (an install exists, a full disk), 2 bad
+    input."""
     try:
-        args = data_parser().parse_args(argv)
+        args = data_parser(prog).parse_args(argv)
     except SystemExit as stop:  # argparse has printed the usage or the error
         return int(stop.code or 0)
     from backpack import data
@@ -58,7 +78,7 @@ def data_main(argv: list[str]) -> int:
         if not found:
             print(data.data_not_found_message())
         return 0
-    error = "python -m backpack data install: error:"
+    error = f"{prog} install: error:"
     try:
         report = data.install_data(args.source, overwrite=args.overwrite)
     except data.DataError as err:
@@ -71,30 +91,62 @@ def data_main(argv: list[str]) -> int:
     return 0
 
 
-def demo_main(argv: list[str]) -> int:
-    """`python -m backpack demo ...`; missing data is one line of error, not a
-    traceback (exit 1); a bad flag is one line of error from demo.main (exit 2)."""
+def demo_main(argv: list[str], prog: str = "python -m backpack demo") -> int:
+    """`backpack demo ...`; missing data is one line of error, not a traceback
+    (exit 1); a bad flag is one line of error from demo.main (exit 2)."""
     from backpack.data import DataError
     from backpack.demo import main
 
     try:
         return main(argv)
     except (DataError, FileNotFoundError) as err:
-        print(f"python -m backpack demo: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
 
 
+def train_main(argv: list[str], prog: str) -> int:
+    """`backpack train ...`: backpack.runs.cli, which exits 2 on a bad flag, 3 on a
+    run that failed to learn, 1 on another error."""
+    from backpack.runs import cli
+
+    cli(argv, prog=prog)
+    return 0
+
+
+def eval_main(argv: list[str], prog: str) -> int:
+    """`backpack eval ...`: a saved model's perplexity (backpack.runs.eval_main)."""
+    from backpack.runs import eval_main as evaluate
+
+    return evaluate(argv, prog=prog)
+
+
+def bench_main(argv: list[str], prog: str) -> int:
+    """`backpack bench ...`: chapter 10's benchmark (backpack.bench)."""
+    try:
+        from backpack.bench import bench_main as bench
+    except ImportError:  # before chapter 10 was split, the benchmark was backpack.fast
+        from backpack.fast import bench_main as bench
+    bench(argv)
+    return 0
+
+
+RUNNERS = {"train": train_main, "eval": eval_main, "demo": demo_main,
+           "data": data_main, "bench": bench_main}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`backpack COMMAND ...`: the command's exit status; 2 for an unknown command."""
+    console = Path(sys.argv[0]).name == "backpack"  # the console script, not -m
+    prog = "backpack" if console else "python -m backpack"
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["-h"], ["--help"], ["help"]):
-        print(USAGE)
+        print(usage(prog))
         return 0
-    if argv[:1] == ["demo"]:
-        return demo_main(argv[1:])
-    if argv[:1] == ["data"]:
-        return data_main(argv[1:])
-    unknown = f"\nunknown command {argv[0]!r}" if argv else ""
-    print(f"{USAGE}{unknown}", file=sys.stderr)
+    if argv and argv[0] in RUNNERS:
+        return RUNNERS[argv[0]](argv[1:], prog=f"{prog} {argv[0]}")
+    unknown = (f"{prog}: error: unknown command {argv[0]!r}: choose one of "
+               f"{', '.join(COMMANDS)}" if argv else f"{prog}: error: no command given")
+    print(f"{usage(prog)}\n{unknown}", file=sys.stderr)
     return 2
 
 

@@ -20,18 +20,20 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .data import DATA_DIR, data_not_found_message
 from .model import BackpackConfig, BackpackLM, LanguageModel, TransformerLM
 from .weights import ConfigError
 
 # %% auto #0
 __all__ = ['PREFIXES', 'CONV1D_LAYERS', 'IGNORED_SUFFIXES', 'ALIASES', 'StateDict', 'ARCHITECTURES', 'AUTO_MAP', 'BOOK_FIELDS',
            'BOOK_KEYS', 'REQUIRED_FIELDS', 'GPT2_USUAL', 'GPT2_VOCAB_SIZE', 'GPT2_EOT_ID', 'BOOK_EOT_ID', 'DTYPES',
-           'LAYOUT_NAMES', 'is_conv1d', 'layout_of', 'to_public_key', 'to_public_state_dict', 'resolve_aliases',
-           'from_public_state_dict', 'end_of_text_id', 'config_to_json', 'layout_from_json', 'CheckpointError',
-           'check_supported', 'book_fields', 'config_from_json', 'default_mode', 'atomic_write', 'write_json',
-           'replaced_folder', 'recover_folders', 'weights_digest', 'as_dtype', 'write_pretrained', 'save_pretrained',
-           'read_config_values', 'read_config', 'weights_file', 'check_state_dict', 'read_weights', 'some_keys',
-           'check_same_model', 'check_same_save', 'load_state', 'load_pretrained']
+           'LAYOUT_NAMES', 'RESULTS_DIR', 'is_conv1d', 'layout_of', 'to_public_key', 'to_public_state_dict',
+           'resolve_aliases', 'from_public_state_dict', 'end_of_text_id', 'config_to_json', 'layout_from_json',
+           'CheckpointError', 'check_supported', 'book_fields', 'config_from_json', 'default_mode', 'atomic_write',
+           'write_json', 'replaced_folder', 'recover_folders', 'weights_digest', 'as_dtype', 'write_pretrained',
+           'save_pretrained', 'read_config_values', 'read_config', 'weights_file', 'check_state_dict', 'read_weights',
+           'some_keys', 'check_same_model', 'check_same_save', 'load_state', 'load_pretrained', 'trained_model_dir',
+           'load_trained', 'read_results', 'results_table', 'save_chapter_results', 'chapter_results']
 
 # %% ../book/06_checkpoints.ipynb #0d45857d
 PREFIXES = {  # layout -> [(our prefix, public prefix)]
@@ -613,3 +615,67 @@ def load_pretrained(
     check_same_save(values, config_file, file)
     load_state(model, from_public_state_dict(public, layout), source=str(path))
     return model.to(device=device, dtype=dtype).eval()
+
+# %% ../book/06_checkpoints.ipynb #4d9780b4
+def trained_model_dir(name: str) -> Path:
+    """data/models/<name>, e.g. 'backpack-gutenberg' or 'transformer-gutenberg': a
+    folder that holds a model's config.json (and its weights)."""
+    models = DATA_DIR / "models"
+    folder = models / name
+    if (folder / "config.json").is_file():
+        return folder
+    if not DATA_DIR.is_dir():
+        raise FileNotFoundError(
+            f"no trained model {name!r}: {data_not_found_message()}"
+        )
+    loadable = sorted(p.parent.name for p in models.glob("*/config.json"))
+    if folder.is_dir():
+        held = sorted(p.name for p in folder.iterdir())
+        raise FileNotFoundError(
+            f"{name!r} is not a model that can be loaded: {folder} holds {held} but no "
+            f"config.json; loadable models: {loadable}"
+        )
+    raise FileNotFoundError(
+        f"no trained model {name!r} in {models}; loadable models: {loadable}"
+    )
+
+
+def load_trained(name: str) -> LanguageModel:
+    """Load a model trained for this book (data/models/<name>) on the CPU, float32."""
+    return load_pretrained(trained_model_dir(name))
+
+
+def read_results(path: str | Path) -> dict:
+    """One row of a results table, from a results.json written by `main`."""
+    r = json.loads(Path(path).read_text())
+    return {"parameters": r["parameters"], "steps": r["steps"],
+            "tokens_seen": r["tokens_seen"], "val_loss": r["final_val_loss"],
+            "val_slice_ppl": r["val_slice_ppl"], "wall_time_s": r["wall_time_s"],
+            "tokens_per_s": r["tokens_per_s"], "device": r["device"]}
+
+
+def results_table(names: list[str]) -> list[dict]:
+    """The rows of the results table: one per trained model, from its results.json."""
+    return [{"model": name, **read_results(trained_model_dir(name) / "results.json")}
+            for name in names]
+
+# %% ../book/06_checkpoints.ipynb #d1b2f3a4
+RESULTS_DIR: Path = DATA_DIR / "results"  # the headline numbers of later chapters
+
+
+def save_chapter_results(chapter: str, values: dict) -> Path:
+    """Write a chapter's headline numbers (JSON-able) to data/results/<chapter>.json,
+    atomically; `chapter_results` reads them back."""
+    path = RESULTS_DIR / f"{chapter}.json"
+    write_json(path, values, indent=1, sort_keys=True, allow_nan=False)
+    return path
+
+
+def chapter_results(chapter: str) -> dict:
+    """The numbers book/<chapter>.ipynb saved; a clear error if it has not saved any."""
+    path = RESULTS_DIR / f"{chapter}.json"
+    if not path.exists():
+        fix = (f"run book/{chapter}.ipynb, which writes it" if DATA_DIR.is_dir()
+               else data_not_found_message())
+        raise FileNotFoundError(f"{path} does not exist: {fix}")
+    return json.loads(path.read_text())

@@ -54,7 +54,7 @@ from backpack.interventions import (
     topic_weights,
 )
 from .checkpoint import atomic_write, weights_digest
-from .train import trained_model_dir
+from .checkpoint import trained_model_dir
 
 # %% ../book/09b_demo.ipynb #7ae677f0
 BOOK_MODEL = "backpack-gutenberg"  # chapter 7's Backpack, in data/models

@@ -97,7 +97,9 @@ def test_interactive_session_through_stdin_survives_bad_input():
 
 def test_unknown_subcommand_prints_usage():
     result = run_demo("play")
-    assert result.returncode == 2 and "usage: python -m backpack demo" in result.stderr
+    assert result.returncode == 2 and "usage: python -m backpack COMMAND" in result.stderr
+    assert "unknown command 'play'" in result.stderr
+    assert "demo [--prompt TEXT]" in result.stderr
 
 
 @pytest.mark.slow
