@@ -32,16 +32,18 @@ ENTRY_POINTS = {"__init__", "__main__"}
 
 # (importer, imported): why a lower layer may call a higher one from inside a function
 LAZY_WRAPPERS = {
-    (
-        "model",
-        "generation",
-    ): "LanguageModel.generate is the model's public way to generate; "
-    "it calls generate_cached, which is built on the model",
-    (
-        "model",
-        "checkpoint",
-    ): "LanguageModel.save_pretrained / from_pretrained, the Hugging "
-    "Face-style methods users expect on a model, call the checkpoint module",
+    ("model", "generation"): (
+        "LanguageModel.generate is the model's public way to generate; it calls "
+        "generate_cached, which is built on the model"
+    ),
+    ("model", "checkpoint"): (
+        "LanguageModel.save_pretrained / from_pretrained, the Hugging Face-style "
+        "methods users expect on a model, call the checkpoint module"
+    ),
+    ("train", "runs"): (
+        "`python -m backpack.train` runs the training command line, which lives in "
+        "runs; the import sits in train's __main__ guard only"
+    ),
 }
 
 
