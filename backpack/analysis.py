@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -331,7 +330,7 @@ def plot_contextualization(
         _, axes = plt.subplots(1, len(senses), figsize=(3.0 * len(senses), 3.4))
     axes = np.atleast_1d(axes)
     n = alpha.shape[-1]
-    for panel, (sense, ax) in enumerate(zip(senses, axes)):
+    for panel, (sense, ax) in enumerate(zip(senses, axes, strict=False)):
         image = ax.imshow(alpha[sense].numpy(), cmap="viridis", vmin=0, vmax=1)
         ax.set_title(f"{title}sense {sense}", fontsize=9)
         ax.set_xticks(range(n), list(tokens), rotation=90, fontsize=7)
@@ -447,7 +446,7 @@ def sense_roles(
     itself = torch.tensor(
         [
             [[same_word(texts[int(x)], texts[t]) for t in row] for row in senses]
-            for x, senses in zip(token_ids, best.tolist())
+            for x, senses in zip(token_ids, best.tolist(), strict=True)
         ]
     )
     shares["itself or inflection"] = itself.float().mean((0, 2))
@@ -643,7 +642,7 @@ def coverage(tokenizer: Tokenizer, pairs: pd.DataFrame) -> float:
     """Share of pairs whose two words are single tokens (with a leading space)."""
     single = [
         len(word_pieces(tokenizer, a)) == 1 and len(word_pieces(tokenizer, b)) == 1
-        for a, b in zip(pairs["word1"], pairs["word2"])
+        for a, b in zip(pairs["word1"], pairs["word2"], strict=True)
     ]
     return float(np.mean(single))
 
