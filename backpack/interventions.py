@@ -27,10 +27,10 @@ __all__ = ['SenseEdit', 'TokenRun', 'PROFESSIONS', 'EVALUATION_PROMPTS', 'ESTIMA
            'as_run', 'occurrences', 'check_sense', 'sense_indices', 'SenseScale', 'reweight', 'check_edit', 'intervene',
            'SenseReplace', 'replace_senses', 'add_to_senses', 'token_senses', 'fill', 'encode_prompts', 'right_padded',
            'last_logits', 'pronoun_gap', 'bias_score', 'sense_gap_contributions', 'fit_sense_weights', 'project_out',
-           'touched_windows', 'summed_losses', 'next_word_curve', 'edit_senses', 'edit_fact', 'prediction_change',
-           'topic_bag', 'row_maxima', 'vocabulary_senses', 'sense_peaks', 'topic_scores', 'check_strength',
-           'band_weights', 'topic_weights', 'check_topic_deltas', 'TopicSteering', 'continuation_perplexity',
-           'topic_rate']
+           'touched_windows', 'run_positions', 'token_losses', 'next_word_curve', 'edit_senses', 'edit_fact',
+           'prediction_change', 'topic_bag', 'row_maxima', 'vocabulary_senses', 'sense_peaks', 'topic_scores',
+           'check_strength', 'band_weights', 'topic_weights', 'check_topic_deltas', 'TopicSteering',
+           'continuation_perplexity', 'topic_rate']
 
 # %% ../book/09_interventions.ipynb #8fd77e46
 SenseEdit = Callable[
@@ -167,7 +167,7 @@ def reweight(
             f"{len(weights)} weights for {len(runs)} tokens: give one or one each"
         )
     table = {}
-    for run, w in zip(runs, weights):
+    for run, w in zip(runs, weights, strict=True):
         row = torch.ones(model.config.num_senses)
         row[senses] = float(w)
         table[run] = row
@@ -460,19 +460,30 @@ def touched_windows(
     return torch.stack([windows[:, :-1], windows[:, 1:]], dim=1)  # (w, 2, block)
 
 
-def summed_losses(
+def run_positions(
+    idx: torch.Tensor, runs: Iterable[TokenRun]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two (b, n) masks of idx (b, n): the positions covered by one of the runs, and
+    every position at or after the first of them in its row."""
+    at = torch.zeros_like(idx, dtype=torch.bool)  # (b, n)
+    for run in runs:
+        at |= occurrences(idx, as_run(run))
+    return at, at.cumsum(-1) > 0
+
+
+def token_losses(
     model: LanguageModel, windows: torch.Tensor, batch_size: int = 8
-) -> float:
-    """The total next-token loss (nats) over windows (w, 2, block)."""
-    total = 0.0
+) -> torch.Tensor:
+    """The next-token loss (nats) at every position of windows (w, 2, block):
+    (w, block)."""
+    rows = []
     with evaluating(model):
         for start in range(0, len(windows), batch_size):
             x, y = windows[start : start + batch_size].unbind(1)  # (b, block) each
             logits = model(x).logits  # (b, block, vocab)
-            total += float(
-                F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
-            )
-    return total
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+            rows.append(loss.view(y.shape))  # (b, block)
+    return torch.cat(rows)
 
 # %% ../book/09_interventions.ipynb #36f38ec6
 def next_word_curve(
