@@ -16,6 +16,7 @@ import torch
 from backpack.checkpoint import CheckpointError, load_pretrained
 from backpack.data import DataError, get_batch, load_tokenizer, read_token_file
 from backpack.model import BackpackConfig, BackpackLM
+from backpack.runs import train_run
 from backpack.train import TrainConfig, format_metrics, train
 from backpack.weights import ConfigError, TransformerConfig
 
@@ -97,6 +98,16 @@ def train_with(**overrides):
         device="cpu",
     )
     return lambda tmp: train(
+        small_model(), TrainConfig(**{**base, **overrides}), stream, stream, log=None
+    )
+
+
+def run_with(**overrides):
+    """train_with, as a run with an out_dir (chapter 7b's train_run)."""
+    stream = (np.arange(400) % SMALL["vocab_size"]).astype(np.uint16)
+    base = dict(max_steps=1, batch_size=2, block_size=8, eval_batches=1,
+                progress=False, device="cpu")
+    return lambda tmp: train_run(
         small_model(), TrainConfig(**{**base, **overrides}), stream, stream, log=None
     )
 
@@ -303,7 +314,7 @@ CASES = [
     ),
     (
         "resume without checkpoint",
-        train_with(resume=True, out_dir="/nonexistent/x"),
+        run_with(resume=True, out_dir="/nonexistent/x"),
         FileNotFoundError,
         r"resume=True but /nonexistent/x/checkpoints holds no complete checkpoint",
     ),

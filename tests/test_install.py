@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from backpack import data
-from backpack import train as train_module
+from backpack import checkpoint
 from backpack.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,19 +143,19 @@ def test_every_module_uses_the_data_folder_resolved_at_import(tmp_path):
 def test_missing_data_names_the_command_that_fixes_it(clean_env, monkeypatch, tmp_path):
     nowhere = tmp_path / "nowhere"
     monkeypatch.setattr(data, "DATA_DIR", nowhere)
-    monkeypatch.setattr(train_module, "DATA_DIR", nowhere)
-    monkeypatch.setattr(train_module, "RESULTS_DIR", nowhere / "results")
+    monkeypatch.setattr(checkpoint, "DATA_DIR", nowhere)
+    monkeypatch.setattr(checkpoint, "RESULTS_DIR", nowhere / "results")
     with pytest.raises(data.DataError, match=r"no book data found \(looked in "
                        r"\$BACKPACK_DATA \(unset\), .*/data, .*\.local/share/backpack\)"
                        r": run `python -m backpack data install --from "):
         data.load_tokenizer(nowhere / "tokenizer" / "gutenberg-16k.json")
     with pytest.raises(FileNotFoundError, match=f"no trained model 'backpack-gutenberg'"
                        f": no book data found .*{FIX}"):
-        train_module.load_trained("backpack-gutenberg")
+        checkpoint.load_trained("backpack-gutenberg")
     with pytest.raises(
         FileNotFoundError, match=f"08_analysis.json does not exist: .*{FIX}"
     ):
-        train_module.chapter_results("08_analysis")
+        checkpoint.chapter_results("08_analysis")
     monkeypatch.setenv("BACKPACK_DATA", str(nowhere))
     with pytest.raises(
         data.DataError,
@@ -180,7 +180,7 @@ def test_load_trained_lists_only_loadable_models():
     )
     assert "backpack-gutenberg" in loadable and "micro-comparison" not in loadable
     with pytest.raises(FileNotFoundError) as caught:
-        train_module.load_trained("micro-comparison")  # results of runs, no weights
+        checkpoint.load_trained("micro-comparison")  # results of runs, no weights
     message = str(caught.value)
     assert "'micro-comparison' is not a model that can be loaded" in message
     assert "backpack-results.json" in message and "but no config.json" in message
@@ -188,7 +188,7 @@ def test_load_trained_lists_only_loadable_models():
     with pytest.raises(FileNotFoundError, match=re.escape(
             f"no trained model 'nope' in {data.DATA_DIR / 'models'}; "
             f"loadable models: {loadable}")):
-        train_module.load_trained("nope")
+        checkpoint.load_trained("nope")
 
 
 # --- python -m backpack data install -------------------------------------------------
