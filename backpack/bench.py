@@ -32,7 +32,7 @@ __all__ = ['BENCH_USAGE', 'PEAK_BF16_FLOPS', 'median_seconds', 'host_device_wait
            'saved_activation_bytes', 'timed_step', 'first_steps', 'time_training_steps', 'peak_step_memory',
            'training_flops_per_token', 'mfu', 'arithmetic_floor', 'generation_rates', 'sample_batches', 'machine_name',
            'peak_flops_of', 'bench_setup', 'training_rows', 'run_benchmark', 'ratios', 'write_result', 'bench_main',
-           'precision_main', 'plot_training', 'plot_generation', 'precision_curves']
+           'precision_main', 'plot_training', 'plot_generation', 'plot_benchmark', 'precision_curves']
 
 # %% ../book/10c_bench.ipynb #median-seconds
 def median_seconds(fn, repeats: int = 3) -> float:
@@ -606,6 +606,8 @@ def plot_training(result: dict, ax_time, ax_memory) -> None:
     ax_time.legend(fontsize=8)
 
 
+
+# %% ../book/10c_bench.ipynb #ac849663
 def plot_generation(result: dict, ax) -> None:
     """New tokens per second of each way to generate, both models, batch 1 and 16 (log
     scale)."""
@@ -625,6 +627,23 @@ def plot_generation(result: dict, ax) -> None:
     )
     ax.set(yscale="log", ylabel="new tokens / s")
     ax.legend(fontsize=8)
+
+
+
+# %% ../book/10c_bench.ipynb #f693cf44
+def plot_benchmark(result: dict, title: str):
+    """One figure of a benchmark result: step time and activation memory against T
+    (top), generation speed (bottom), sized to be read at a book page's width."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(8, 6.6))
+    grid = fig.add_gridspec(2, 2)
+    ax_time, ax_memory = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    plot_training(result, ax_time, ax_memory)
+    plot_generation(result, fig.add_subplot(grid[1, :]))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 # %% ../book/10c_bench.ipynb #cda7186d
 def precision_curves(
