@@ -426,6 +426,35 @@ def test_similarity_scores_by_hand(tokenizer):
     assert coverage(tokenizer, split) == pytest.approx(2 / 3)
 
 
+def test_sim_min_takes_the_lowest_sense(tokenizer):
+    """Sim_min is the minimum over senses of the cosines (paper eq. 14), not the max.
+
+    Sense 0's cosines fall with the human scores; sense 1's are higher for every pair
+    but rise as the scores fall, so the minimum is sense 0 for every pair (rho = +1)
+    and the maximum is sense 1 (rho = -1)."""
+    names = ["nurse", "she", "he", "ran", "night", "walked"]
+    ids = [word_id(tokenizer, w) for w in names]
+    senses = torch.zeros(2, tokenizer.get_vocab_size(), 2)
+    by_sense = [[0.0, 0.1, 0.5, 0.9, 1.4, 3.0], [0.0, 0.05, 0.04, 0.03, 0.02, 0.01]]
+    for sense, angles in enumerate(by_sense):
+        for token, angle in zip(ids, angles, strict=True):
+            senses[sense, token] = torch.tensor([np.cos(angle), np.sin(angle)])
+    human = [9.0, 7.0, 5.0, 3.0, 1.0]
+    pairs = pd.DataFrame({"word1": ["nurse"] * 5, "word2": names[1:], "score": human})
+    cosines = torch.stack(
+        [torch.cos(torch.tensor(angles[1:])) for angles in by_sense]
+    )  # (2, pairs)
+    assert (cosines[0] < cosines[1]).all()  # the senses differ: min != max per pair
+    scores = similarity_scores({"senses": senses}, tokenizer, pairs)
+    assert scores["senses Sim_0"] == pytest.approx(1.0)
+    assert scores["senses Sim_1"] == pytest.approx(-1.0)
+    assert spearman(cosines.max(0).values, human) == pytest.approx(-1.0)
+    assert scores["senses Sim_min"] == pytest.approx(1.0)
+    assert scores["senses Sim_min"] == pytest.approx(
+        spearman(cosines.min(0).values, human)
+    )
+
+
 def test_explorer_data_round_trip(model, tokenizer, tmp_path):
     ids = torch.tensor([word_id(tokenizer, "nurse"), word_id(tokenizer, "she")])
     data = explorer_data(model, tokenizer, ids, top=3)
