@@ -1,6 +1,7 @@
 """`backpack COMMAND` (also `python -m backpack COMMAND`): training (backpack.runs,
-chapter 7b), evaluation, the demo (backpack.demo, chapter 9b), the book's data folder
-(backpack.data, chapter 1) and the speed benchmark (chapter 10). Hand-written.
+chapter 7b), evaluation, the demo (backpack.demo, chapter 9b), tokenizers of your own
+text and the book's data folder (backpack.data, chapter 1) and the speed benchmark
+(chapter 10). Hand-written.
 
 Each command imports its module only when it runs, so `backpack demo` never imports
 the trainer and `backpack --help` imports nothing heavy."""
@@ -13,6 +14,8 @@ COMMANDS = {  # name -> what it does (the first line of `backpack --help`)
              "checkpoints, exact resume and results: chapter 7b)",
     "eval": "the perplexity of a saved model on a text or token file",
     "demo": "talk to the Backpack trained in the book, or another (chapter 9b)",
+    "tokenizer": "train a tokenizer on your own text files, or encode one into a "
+                 "token file (chapter 1)",
     "data": "the book's data folder: `data install` copies it for a pip install, "
             "`data where` prints the folders in use",
     "bench": "chapter 10's benchmark: training step, memory and generation, side by "
@@ -26,7 +29,9 @@ def usage(prog: str) -> str:
     synopses = (
         "train [--model KIND] [--preset NAME] [--out-dir DIR] [--resume] ...",
         "eval --model FOLDER (--text FILE | --tokens FILE) [--tokenizer PATH] ...",
-        "demo [--prompt TEXT] [--max-new-tokens N] [--seed S] [--debias] ...",
+        "demo [--model FOLDER] [--prompt TEXT] [--max-new-tokens N] [--seed S] ...",
+        "tokenizer train FILE... --out PATH [--vocab-size N] | tokenizer encode FILE "
+        "[--tokenizer PATH]",
         "data install [--from PATH] [--overwrite] | data where",
         "bench [OPTIONS]")
     lines = [f"usage: {prog} COMMAND [OPTIONS]"]
@@ -120,6 +125,14 @@ def eval_main(argv: list[str], prog: str) -> int:
     return evaluate(argv, prog=prog)
 
 
+def tokenizer_main(argv: list[str], prog: str) -> int:
+    """`backpack tokenizer train|encode ...`: backpack.data.tokenizer_main; 0 done, 1
+    refused (an existing --out, a full disk), 2 bad input."""
+    from backpack.data import tokenizer_main as tokenizer
+
+    return tokenizer(argv, prog=prog)
+
+
 def bench_main(argv: list[str], prog: str) -> int:
     """`backpack bench ...`: chapter 10's benchmark (backpack.bench)."""
     try:
@@ -131,7 +144,7 @@ def bench_main(argv: list[str], prog: str) -> int:
 
 
 RUNNERS = {"train": train_main, "eval": eval_main, "demo": demo_main,
-           "data": data_main, "bench": bench_main}
+           "tokenizer": tokenizer_main, "data": data_main, "bench": bench_main}
 
 
 def main(argv: list[str] | None = None) -> int:

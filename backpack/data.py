@@ -818,10 +818,12 @@ def install_report(source: Path, target: Path, kept: Path | None) -> list[str]:
     return lines
 
 # %% ../book/01_data.ipynb #tokenizer-cli-parser
-def tokenizer_parser() -> argparse.ArgumentParser:
-    """The arguments of `python -m backpack tokenizer`."""
+def tokenizer_parser(
+    prog: str = "python -m backpack tokenizer",
+) -> argparse.ArgumentParser:
+    """The arguments of `backpack tokenizer` (prog: the name its messages give)."""
     parser = argparse.ArgumentParser(
-        prog="python -m backpack tokenizer",
+        prog=prog,
         description="Train a byte-level BPE tokenizer on your own text files, and "
         "encode text files into uint16 token files to train on.",
     )
@@ -851,19 +853,22 @@ def tokenizer_parser() -> argparse.ArgumentParser:
                         "the book's 16k Gutenberg tokenizer)")
     encode.add_argument("--cache-dir", default=None, metavar="DIR",
                         help="where token files are kept (default: the package's cache "
-                        "folder, shown by `python -m backpack data where`)")
+                        "folder, shown by `backpack data where`)")
+    parser.set_defaults(prog=prog)  # for the hint after `train`
     return parser
 
 # %% ../book/01_data.ipynb #tokenizer-cli-main
-def tokenizer_main(argv: Sequence[str]) -> int:
-    """`python -m backpack tokenizer ...`; argv: the words after `tokenizer`.
+def tokenizer_main(
+    argv: Sequence[str], prog: str = "python -m backpack tokenizer"
+) -> int:
+    """`backpack tokenizer ...`; argv: the words after `tokenizer`.
 
     0 done, 1 refused (an existing --out, a full disk), 2 bad input."""
     try:
-        args = tokenizer_parser().parse_args(list(argv))
+        args = tokenizer_parser(prog).parse_args(list(argv))
     except SystemExit as stop:  # argparse has printed the help, or the usage and error
         return int(stop.code or 0)
-    error = f"python -m backpack tokenizer {args.command}: error:"
+    error = f"{prog} {args.command}: error:"
     try:
         run = _train_command if args.command == "train" else _encode_command
         run(args)
@@ -899,7 +904,7 @@ def _train_command(args: argparse.Namespace) -> None:
     fewer = "" if size == args.vocab_size else (
         f" (not {args.vocab_size}: no more pairs seen {args.min_frequency}+ times)")
     print(f"trained in {time.perf_counter() - started:.1f} s: {size} tokens{fewer}; "
-          f"next: python -m backpack tokenizer encode FILE --tokenizer {args.out}",
+          f"next: {args.prog} encode FILE --tokenizer {args.out}",
           file=sys.stderr)
     print(args.out)
 
