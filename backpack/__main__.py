@@ -27,7 +27,8 @@ def usage(prog: str) -> str:
     """`backpack --help`: every command, one line each."""
     width, indent = max(map(len, COMMANDS)), " " * len("usage: ")
     synopses = (
-        "train [--model KIND] [--preset NAME] [--out-dir DIR] [--resume] ...",
+        "train [--preset NAME] [--train-text FILE --val-text FILE] [--tokenizer PATH] "
+        "[--out-dir DIR] [--resume] ...",
         "eval --model FOLDER (--text FILE | --tokens FILE) [--tokenizer PATH] ...",
         "demo [--model FOLDER] [--prompt TEXT] [--max-new-tokens N] [--seed S] ...",
         "tokenizer train FILE... --out PATH [--vocab-size N] | tokenizer encode FILE "

@@ -27,14 +27,16 @@ except ImportError:
 import numpy as np
 import torch
 import torch.distributed as dist
+from tokenizers import Tokenizer
 from torch.optim import Optimizer
 
 from .checkpoint import (CheckpointError, atomic_write, from_public_state_dict,
                                  layout_of, load_pretrained, load_state, read_weights,
                                  recover_folders, replaced_folder, save_pretrained,
                                  write_json, write_pretrained)
-from .data import (CACHE_DIR, TOKENIZER_PATH, DataError, encode_corpus,
-                           load_tokenizer, read_token_file)
+from .data import (CACHE_DIR, TOKENIZER_PATH, DataError,
+                           check_token_file_tokenizer, encode_corpus, encode_text_file,
+                           load_tokenizer, read_token_file, tokenizer_fingerprint)
 from .model import (PRESETS, SENSE_SUM_WAYS, BackpackConfig, BackpackLM,
                             LanguageModel, TransformerLM)
 from .train import (EVAL_SLICE_TOKENS, Run, TrainConfig, TrainingDiverged,
@@ -50,8 +52,9 @@ __all__ = ['GOOD_LOSS_FACTOR', 'RUN_FILES', 'EXACT_FIELDS', 'MODEL_SIZES', 'FLAG
            'good_checkpoints', 'prune_checkpoints', 'read_trainer_state', 'load_checkpoint', 'RunLocked', 'lock_folder',
            'run_lock', 'prepare_out_dir', 'token_fingerprint', 'check_resume', 'cut_metrics', 'check_out_dir',
            'check_resumable', 'free_space', 'naming_a_full_disk', 'RunFolder', 'divergence_message', 'train_run',
-           'build_model', 'model_from_args', 'field_docs', 'field_help', 'add_model_arguments',
-           'add_train_config_arguments', 'train_parser', 'parse_args', 'config_from_args', 'tokens_from_args',
+           'build_model', 'model_from_args', 'field_docs', 'field_help', 'add_model_arguments', 'add_data_arguments',
+           'add_train_config_arguments', 'train_parser', 'parse_args', 'config_from_args', 'run_tokenizer',
+           'tokenizer_fits', 'check_tokenizer_vocab', 'encode_text', 'check_made_with', 'tokens_from_args',
            'looks_like_text', 'check_token_file', 'check_args', 'run_summary', 'write_results', 'save_tokenizer',
            'write_curves', 'FailedToLearn', 'run_warnings', 'summary_lines', 'check_learned', 'main', 'cli',
            'eval_parser', 'model_tokenizer', 'eval_tokens', 'eval_main']
@@ -462,12 +465,16 @@ def build_model(kind: str, preset: str, **overrides) -> LanguageModel:
     raise ValueError(f"model must be 'backpack' or 'transformer', not {kind!r}")
 
 
-def model_from_args(args: argparse.Namespace, seed: int) -> LanguageModel:
-    """A fresh preset model, or a saved one to fine-tune (--init-from, --dropout)."""
+def model_from_args(args: argparse.Namespace, seed: int,
+                    tokenizer: Tokenizer | None = None) -> LanguageModel:
+    """A fresh preset model (its vocabulary the tokenizer's unless --vocab-size), or
+    a saved one to fine-tune (--init-from, --dropout)."""
     if args.init_from:
         return load_pretrained(args.init_from, dropout=args.dropout)
     names = (*MODEL_SIZES, "dropout", "sense_dedup", "sense_sum")
     sizes = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if tokenizer is not None and args.vocab_size is None:
+        sizes["vocab_size"] = tokenizer.get_vocab_size()
     torch.manual_seed(seed)
     return build_model(args.model, args.preset or "tiny", **sizes)
 
@@ -514,7 +521,7 @@ def field_help(doc: str, default) -> str:
 
 # %% ../book/07b_runs.ipynb #40222774
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model, its sizes, the data files and the saved precision."""
+    """The model, its sizes and the saved precision."""
     docs, tiny = field_docs(BackpackConfig), BackpackConfig.preset("tiny")
     parser.add_argument("--model", default="backpack",
                         choices=["backpack", "transformer"],
@@ -524,17 +531,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", default=None, metavar="FOLDER",
                         help="a saved model folder to finetune; it has its own sizes "
                         "(default: none, a fresh model of --preset)")
-    for split, name in (("train", "training"), ("val", "validation")):
-        parser.add_argument(f"--{split}-bin", default=None, metavar="FILE",
-                            help=f"the {name} tokens: a uint16 token file of the "
-                            f"model's tokenizer, made by backpack.data.encode_corpus "
-                            f"(default: chapter 1's {name} split)")
     for name in (*MODEL_SIZES, "dropout"):
         doc = docs.get(name) or f"the model's {name}"
+        default = (f"the --tokenizer's size; the book's: {tiny.vocab_size}"
+                   if name == "vocab_size" else f"the preset's; tiny: "
+                   f"{getattr(tiny, name)}")
         parser.add_argument(f"--{name.replace('_', '-')}", default=None,
                             type=float if name == "dropout" else int,
-                            help=field_help(doc, f"the preset's; tiny: "
-                                            f"{getattr(tiny, name)}"))
+                            help=field_help(doc, default))
     parser.add_argument("--sense-dedup", action=argparse.BooleanOptionalAction,
                         default=None).help = field_help(
         docs["sense_dedup"], "auto: on a CPU, and on a GPU from width 512")
@@ -545,6 +549,27 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=["float16", "bfloat16", "float32"],
                         help="the precision of the saved model's weights "
                         "(default: float16)")
+
+# %% ../book/07b_runs.ipynb #add-data-arguments
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data (a token file or a text file per split) and the run's tokenizer."""
+    for split, name in (("train", "training"), ("val", "validation")):
+        files = parser.add_mutually_exclusive_group()
+        files.add_argument(f"--{split}-text", default=None, metavar="FILE",
+                           help=f"the {name} text: a UTF-8 text file (.txt or "
+                           f".txt.xz), encoded with --tokenizer once, with a progress "
+                           f"bar, into a token file of the cache (default: none)")
+        files.add_argument(f"--{split}-bin", default=None, metavar="FILE",
+                           help=f"the {name} tokens: a uint16 token file made with "
+                           f"--tokenizer (`backpack tokenizer encode`) (default: "
+                           f"without --{split}-text, chapter 1's {name} split, "
+                           f"encoded with --tokenizer)")
+    parser.add_argument("--tokenizer", default=None, metavar="PATH",
+                        help="the run's tokenizer: it encodes the texts, must have "
+                        "made the token files, sets --vocab-size, and is saved beside "
+                        "the model as tokenizer.json (default: the --init-from "
+                        "model's tokenizer.json, else the book's 16k tokenizer)")
+
 
 # %% ../book/07b_runs.ipynb #7e712747
 FLAG_TYPES = {"int": int, "float": float, "str": str,
@@ -575,6 +600,7 @@ def train_parser(prog: str = "backpack train") -> argparse.ArgumentParser:
         "--out-dir: checkpoints, exact resume, the saved model and its results "
         "(chapter 7b). Every option with its default:")
     add_model_arguments(parser)
+    add_data_arguments(parser)
     add_train_config_arguments(parser)
     return parser
 
@@ -595,19 +621,98 @@ def config_from_args(args: argparse.Namespace,
     return TrainConfig(**values)
 
 
+def run_tokenizer(args: argparse.Namespace) -> tuple[Path, Tokenizer | None]:
+    """The run's tokenizer and its file: --tokenizer, else the tokenizer.json beside
+    --init-from, else the book's (None if the book's is missing: token files alone
+    need no tokenizer)."""
+    beside = Path(args.init_from or ".") / "tokenizer.json"
+    path = Path(args.tokenizer or (beside if args.init_from and beside.is_file()
+                                   else TOKENIZER_PATH))
+    if args.tokenizer is None and not path.is_file():
+        return path, None
+    try:
+        return path, load_tokenizer(path)
+    except DataError as err:
+        raise UsageError(f"--tokenizer: {err}") from None
+
+
+def tokenizer_fits(size: int, vocab_size: int, args: argparse.Namespace) -> bool:
+    """A tokenizer fits a model of its own size (a saved model, --init-from, may have
+    more rows than tokens: a padded vocabulary)."""
+    return size == vocab_size or bool(args.init_from) and size < vocab_size
+
+
+def check_tokenizer_vocab(path: Path, tokenizer: Tokenizer, vocab_size: int,
+                     args: argparse.Namespace) -> None:
+    """Refuse a model whose vocabulary is not the tokenizer's (UsageError)."""
+    size = tokenizer.get_vocab_size()
+    if tokenizer_fits(size, vocab_size, args):
+        return
+    fix = ("train it with the tokenizer it was trained with (--tokenizer PATH)"
+           if args.init_from else f"drop --vocab-size (it defaults to the "
+           f"tokenizer's) or pass --vocab-size {size}")
+    raise UsageError(f"the tokenizer {path} has {size:,} tokens but the model's "
+                     f"vocabulary has {vocab_size:,}: they must be equal; {fix}")
+
+
+# %% ../book/07b_runs.ipynb #encode-text
+def encode_text(flag: str, text: str | Path, tokenizer: Tokenizer,
+                progress: bool = True, say: Callable[[str], None] = print) -> Path:
+    """The token file of a text file: encoded once with the tokenizer into the cache
+    that encode_text_file names (a progress bar on stderr), then reused."""
+    if not Path(text).is_file():
+        raise UsageError(f"{flag} {text}: no such file")
+    try:
+        path = encode_text_file(text, tokenizer, progress=progress)
+    except DataError as err:  # not UTF-8, empty, a folder...
+        raise UsageError(f"{flag} {text}: {err}") from None
+    say(f"{flag} {text}: encoded with tokenizer {tokenizer_fingerprint(tokenizer)}, "
+        f"cached in {path}")
+    return path
+
+
+def check_made_with(flag: str, path: str | Path, tokenizer: Tokenizer,
+                    tokenizer_path: Path) -> None:
+    """Refuse a token file whose sidecar names another tokenizer than the one in use."""
+    try:
+        check_token_file_tokenizer(path, tokenizer)
+    except DataError as err:
+        raise UsageError(f"{flag}: {err}; the tokenizer in use is {tokenizer_path} "
+                         f"(--tokenizer PATH to change it)") from None
+
+
+
+# %% ../book/07b_runs.ipynb #tokens-from-args
 def tokens_from_args(
-    args: argparse.Namespace, vocab_size: int, say: Callable[[str], None] = print
+    args: argparse.Namespace, vocab_size: int, say: Callable[[str], None] = print,
+    tokenizer_path: Path = TOKENIZER_PATH, tokenizer: Tokenizer | None = None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The training and validation tokens, checked against the vocabulary."""
-    splits = []
-    for flag, path, split in (("--train-bin", args.train_bin, "train"),
-                              ("--val-bin", args.val_bin, "validation")):
-        if path is None:
+    """The training and validation tokens: token files checked against the run's
+    tokenizer and the vocabulary, or texts (and chapter 1's splits) encoded with it."""
+    encodes = args.train_bin is None or args.val_bin is None
+    if tokenizer is None and encodes:
+        tokenizer = load_tokenizer(tokenizer_path)  # the book's is missing: says so
+    if tokenizer is not None and (encodes or args.tokenizer):
+        check_tokenizer_vocab(tokenizer_path, tokenizer, vocab_size, args)
+    tokens = {}
+    for flag in ("train", "val"):  # token files first: a mistake costs no encoding
+        if (path := getattr(args, f"{flag}_bin")) is not None:
+            if tokenizer is not None:
+                check_made_with(f"--{flag}-bin", path, tokenizer, tokenizer_path)
+            tokens[flag] = check_token_file(f"--{flag}-bin", path, vocab_size)
+    for flag, split in (("train", "train"), ("val", "validation")):
+        if flag in tokens:
+            continue
+        if (text := getattr(args, f"{flag}_text")) is not None:
+            path = encode_text(f"--{flag}-text", text, tokenizer, progress, say)
+        else:
             say(f"loading chapter 1's {split} tokens (tokenized into {CACHE_DIR} "
                 f"on first use)...")
-            path = encode_corpus(split)
-        splits.append(check_token_file(flag, path, vocab_size))
-    return splits[0], splits[1]
+            path = encode_corpus(split, tokenizer, progress=progress)
+        tokens[flag] = check_token_file(f"--{flag}-text", path, vocab_size)
+    return tokens["train"], tokens["val"]
+
 
 # %% ../book/07b_runs.ipynb #5dbfb81c
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".csv", ".json", ".jsonl")
@@ -627,13 +732,11 @@ def looks_like_text(path: Path) -> bool:
 def check_token_file(flag: str, path: str | Path, vocab_size: int) -> np.memmap:
     """The token file of a flag, refused unless it holds uint16 ids < vocab_size."""
     path = Path(path)
-    encode = (f"encode the text first with backpack.data.encode_corpus('<text file>'), "
-              f"which writes a token file under {CACHE_DIR} and returns its path, "
-              f"and pass that path to {flag}")
+    text_flag = "--text" if flag == "--tokens" else flag.replace("-bin", "-text")
     if path.is_file() and path.stat().st_size and looks_like_text(path):
-        encode = encode.replace("'<text file>'", f"'{path}'")
         raise UsageError(f"{flag} {path}: this looks like a text file, not a file of "
-                         f"uint16 token ids: {encode}")
+                         f"uint16 token ids: pass it as {text_flag} {path}, which "
+                         f"encodes it once with the tokenizer")
     try:
         tokens = read_token_file(path)
     except DataError as err:
@@ -642,7 +745,8 @@ def check_token_file(flag: str, path: str | Path, vocab_size: int) -> np.memmap:
     if top >= vocab_size:
         raise UsageError(f"{flag} {path} holds token id {top}, outside the model's "
                          f"vocabulary of {vocab_size} ids (0 to {vocab_size - 1}): it "
-                         f"was made with another tokenizer; {encode}")
+                         f"was made with another tokenizer; pass its text with "
+                         f"{text_flag} FILE, or use the tokenizer that made it")
     return tokens
 
 # %% ../book/07b_runs.ipynb #70aed092
@@ -686,7 +790,7 @@ def write_results(model: LanguageModel, args: argparse.Namespace, config: TrainC
     out = Path(config.out_dir)
     with naming_a_full_disk(out / "model"):
         save_pretrained(model, out / "model", dtype=getattr(torch, args.save_dtype))
-        save_tokenizer(args, out / "model", say)
+        save_tokenizer(args, out / "model", model.config.vocab_size, say)
     saved = load_pretrained(out / "model", device=device)
     usable = min(EVAL_SLICE_TOKENS, len(val_tokens) - 1)
     slice_tokens = usable // config.block_size * config.block_size
@@ -700,12 +804,18 @@ def write_results(model: LanguageModel, args: argparse.Namespace, config: TrainC
     return summary
 
 
-def save_tokenizer(args: argparse.Namespace, folder: Path, say) -> None:
-    """folder/tokenizer.json: the tokenizer of the run's tokens (that of --init-from,
-    else the book's), so that `backpack eval` and the demo find it beside the model."""
-    source = model_tokenizer(args.init_from) if args.init_from else TOKENIZER_PATH
-    if not source.is_file():
-        say(f"warning: no tokenizer saved beside the model ({source} is missing)")
+# %% ../book/07b_runs.ipynb #save-tokenizer
+def save_tokenizer(args: argparse.Namespace, folder: Path, vocab_size: int,
+                   say) -> None:
+    """folder/tokenizer.json: the run's tokenizer (run_tokenizer), so that `backpack
+    eval` and the demo find it beside the model; none if it does not fit the model."""
+    source, tokenizer = run_tokenizer(args)
+    size = None if tokenizer is None else tokenizer.get_vocab_size()
+    if size is None or not tokenizer_fits(size, vocab_size, args):
+        why = ("is missing" if size is None
+               else f"has {size:,} tokens, not {vocab_size:,}")
+        say(f"warning: no tokenizer saved beside the model ({source} {why}): pass the "
+            f"tokenizer of the token files with --tokenizer")
         return
     atomic_write(folder / "tokenizer.json",
                  lambda tmp: shutil.copyfile(source, tmp))
@@ -773,11 +883,14 @@ def main(argv: list[str] | None = None,
     device = resolve_device(config, local_rank)
     check_out_dir(config.out_dir)
     say = print if rank == 0 else (lambda _: None)
-    model = model_from_args(args, config.seed)
+    tokenizer_path, tokenizer = run_tokenizer(args)
+    model = model_from_args(args, config.seed, tokenizer)
     config = config_from_args(args, model.config.n_positions)
     for line in run_warnings(args, config):
         say(f"warning: {line}")
-    train_tokens, val_tokens = tokens_from_args(args, model.config.vocab_size, say)
+    train_tokens, val_tokens = tokens_from_args(
+        args, model.config.vocab_size, say, tokenizer_path, tokenizer,
+        progress=args.progress and rank == 0)
     with run_lock(config.out_dir if rank == 0 else None):
         result = train_run(model, config, train_tokens, val_tokens)
         final = result.final_val_loss  # on random validation batches
@@ -794,6 +907,7 @@ def main(argv: list[str] | None = None,
     return result
 
 
+# %% ../book/07b_runs.ipynb #cli
 def cli(argv: list[str] | None = None, prog: str = "python -m backpack.train") -> None:
     """main(); a bad input is one line, not a traceback: exit status 2 for a bad
     command line, 3 for a run that failed to learn, else 1."""
@@ -847,22 +961,25 @@ def model_tokenizer(folder: str | Path, tokenizer: str | Path | None = None) -> 
 
 # %% ../book/07b_runs.ipynb #1bb5f2eb
 def eval_tokens(args: argparse.Namespace, vocab_size: int) -> np.ndarray:
-    """The tokens of --tokens (checked against the vocabulary) or of --text (encoded
-    with the model's tokenizer, refused if its ids do not fit the model)."""
-    if args.tokens is not None:
-        return check_token_file("--tokens", args.tokens, vocab_size)
+    """The tokens of --tokens (checked against the vocabulary, and against the model's
+    tokenizer when known) or of --text (encoded with the model's tokenizer as `backpack
+    train` encodes a text, refused if its ids do not fit the model)."""
     path = model_tokenizer(args.model, args.tokenizer)
+    if args.tokens is not None:
+        if args.tokenizer is not None or path != TOKENIZER_PATH:  # a known tokenizer
+            check_made_with("--tokens", args.tokens, load_tokenizer(path), path)
+        return check_token_file("--tokens", args.tokens, vocab_size)
     tokenizer = load_tokenizer(path)
     if tokenizer.get_vocab_size() > vocab_size:
         raise UsageError(
             f"the tokenizer {path} has {tokenizer.get_vocab_size():,} tokens, more "
             f"than the model's vocabulary of {vocab_size:,}: it is not the model's "
             f"tokenizer; pass the right one with --tokenizer")
-    if not Path(args.text).is_file():
-        raise UsageError(f"--text {args.text}: no such file")
-    return read_token_file(encode_corpus(Path(args.text), tokenizer))
+    return read_token_file(encode_text("--text", args.text, tokenizer, say=lambda
+                                       line: print(line, file=sys.stderr)))
 
 
+# %% ../book/07b_runs.ipynb #eval-main
 def eval_main(argv: list[str] | None = None, prog: str = "backpack eval") -> int:
     """`backpack eval`: print the perplexity of --model on --text or --tokens; 0, or
     2 with one line of error for a bad argument."""

@@ -103,7 +103,7 @@ def test_a_text_file_is_refused_as_text(name, tmp_path, monkeypatch, capsys):
         monkeypatch,
         capsys,
         f"--train-bin {text}: this looks like a text file",
-        "backpack.data.encode_corpus(",
+        f"pass it as --train-text {text}",
     )
     assert not out.exists()  # refused before anything was written
 
