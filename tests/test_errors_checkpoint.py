@@ -1,7 +1,7 @@
 """Every bad input to saving and loading checkpoints gets a clear error (chapter 6).
 
-As in tests/test_errors.py, each case is (what is wrong, a function of a temporary folder
-that does it, the error expected, a pattern the message must match).
+As in tests/test_errors.py, each case is (what is wrong, a function of a temporary
+folder that does it, the error expected, a pattern the message must match).
 """
 
 import json
