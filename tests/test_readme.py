@@ -1,11 +1,15 @@
 """The README's commands and code run as written (in a smoke form).
 
 Every fenced block of README.md is read. Python blocks are executed. Each shell
-command is either run, with `--max-steps 2` and a temporary `--out-dir`, or skipped
-for a stated reason; a command that no rule covers fails the test, so a new README
-command has to be run or explicitly excused here.
+command is either run (through the `backpack` console command, training with
+`--max-steps 2` and a temporary `--out-dir`; the section "Your own text" in order, on
+small files of the corpus) or skipped for a stated reason; a command that no rule
+covers fails the test, so a new README command has to be run or explicitly excused
+here.
 """
 
+import glob
+import os
 import re
 import shlex
 import subprocess
@@ -24,9 +28,9 @@ SKIPPED = {  # command prefix -> why the smoke test does not run it
     "grep -v -e '^torch==' -e '^triton==' requirements.txt":
         "a pip install, for GPU machines",
     "pip install": "installs packages",
-    "python -m backpack.fast":
-        "a GPU benchmark of minutes; tests/test_fast.py runs its quick form",
-    "python -m backpack data":
+    "backpack bench --device cuda":
+        "a GPU benchmark of minutes; tests/test_bench.py runs its quick form",
+    "backpack data":
         "writes to the user's data folder; tests/test_install.py runs "
         "`data install` and `data where` (a fresh venv, a temporary HOME)",
 }
@@ -61,28 +65,54 @@ def test_every_command_is_run_or_excused():
         c
         for c in commands
         if skip_reason(c) is None
-        and not c.startswith(("python -m backpack.train", "python -m backpack demo"))
+        and not c.startswith(RUN_PREFIXES)
     ]
     assert not unknown, (
         f"README commands with no smoke test and no stated reason: {unknown}"
     )
 
 
-def smoke_form(command: str, out_dir: Path) -> list[str]:
-    """The command with this Python, --max-steps 2 and out_dir as its --out-dir."""
+RUN_PREFIXES = ("backpack train", "backpack demo", "backpack tokenizer",
+                "backpack eval")
+CONSOLE = Path(sys.executable).with_name("backpack")  # [project.scripts]
+
+
+def console(command: str) -> list[str]:
+    """The words of a `backpack ...` command, run by this environment's console
+    script (or `python -m backpack` where it is not installed)."""
     args = shlex.split(command)
-    assert args[:3] == ["python", "-m", "backpack.train"]
-    args = [sys.executable, *args[1:]]
-    for flag, value in (("--max-steps", "2"), ("--out-dir", str(out_dir))):
+    assert args[0] == "backpack", command
+    if CONSOLE.is_file():
+        return [str(CONSOLE), *args[1:]]
+    return [sys.executable, "-m", "backpack", *args[1:]]
+
+
+def with_flags(args: list[str], **flags: str) -> list[str]:
+    """args with each --flag (underscores as dashes) set to its value."""
+    args = list(args)
+    for name, value in flags.items():
+        flag = f"--{name.replace('_', '-')}"
         if flag in args:
             args[args.index(flag) + 1] = value
         else:
             args += [flag, value]
+    return args
+
+
+def smoke_form(command: str, out_dir: Path) -> list[str]:
+    """The command with --max-steps 2 and out_dir as its --out-dir."""
+    args = with_flags(console(command), max_steps="2", out_dir=str(out_dir))
     return args + ["--no-progress"]
 
 
+OWN_TEXT = [  # the section "Your own text", in order
+    c for c in shell_commands()
+    if c.startswith(("backpack tokenizer", "backpack eval")) or "--train-text" in c
+    or c.startswith("backpack demo --model")
+]
 TRAIN_COMMANDS = [
-    c for c in shell_commands() if c.startswith("python -m backpack.train")
+    c for c in shell_commands()
+    if c.startswith("backpack train") and c not in OWN_TEXT
 ]
 
 
@@ -119,14 +149,16 @@ def test_python_block_runs(index, tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip()  # the block prints what it shows
 
 
-DEMO_COMMANDS = [c for c in shell_commands() if c.startswith("python -m backpack demo")]
+DEMO_COMMANDS = [
+    c for c in shell_commands() if c.startswith("backpack demo") and c not in OWN_TEXT
+]
 
 
 @pytest.mark.parametrize("command", DEMO_COMMANDS)
 @pytest.mark.slow
 def test_demo_command_runs(command, tmp_path):
     """The demo as written; the interactive form gets ':quit' on its standard input."""
-    args = [sys.executable, *shlex.split(command)[1:]]
+    args = console(command)
     done = subprocess.run(args, cwd=tmp_path, input=":quit\n", capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -134,3 +166,40 @@ def test_demo_command_runs(command, tmp_path):
     if "--prompt" in args:
         prompt = args[args.index("--prompt") + 1]
         assert prompt in done.stdout
+
+
+def test_your_own_text_section_is_found():
+    assert [c.split()[1] for c in OWN_TEXT] == ["tokenizer", "train", "eval", "demo"]
+
+
+@pytest.mark.slow
+def test_your_own_text_commands_run_in_order(tmp_path):
+    """The section "Your own text", as written, on three small files of the corpus:
+    its tokenizer, 2 training steps, the perplexity, the demo (the cache in tmp)."""
+    from backpack.data import read_text
+
+    text = read_text("validation")[:60_000]
+    (tmp_path / "my_texts").mkdir()
+    (tmp_path / "my_texts" / "train.txt").write_text(text[:40_000])
+    (tmp_path / "my_texts" / "val.txt").write_text(text[40_000:50_000])
+    (tmp_path / "held_out.txt").write_text(text[50_000:])
+    env = {**os.environ, "BACKPACK_CACHE": str(tmp_path / "cache")}
+    outputs = []
+    for command in OWN_TEXT:
+        args = [word for arg in console(command)
+                for word in (sorted(glob.glob(arg, root_dir=tmp_path))
+                             if "*" in arg else [arg])]  # as a shell expands it
+        if "--train-text" in args:
+            args = with_flags(args, max_steps="2", batch_size="2") + ["--no-progress"]
+        if args[1] == "demo":
+            args = with_flags(args, max_new_tokens="5")
+        done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, (command, done.stderr[-3000:])
+        outputs.append(done.stdout)
+    model = tmp_path / "my_run" / "model"
+    assert (model / "tokenizer.json").is_file()  # saved beside the model
+    assert "--train-text my_texts/train.txt: encoded with tokenizer" in outputs[1]
+    assert outputs[2].startswith("perplexity ") and "cross-entropy" in outputs[2]
+    prompt = shlex.split(OWN_TEXT[3])[-1]
+    assert f"[unmodified] {prompt}" in outputs[3]
