@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from backpack.train import read_results
+from backpack.checkpoint import read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- results:start -->", "<!-- results:end -->"
