@@ -28,12 +28,6 @@ from .data import batch_at, load_tokens
 from .model import LanguageModel, evaluating
 from .weights import ConfigError, check_choice, check_int, check_number
 
-# Chapter 6 loads the book's trained models and results; re-exported here for the
-# chapters that still import them from backpack.train.
-from .checkpoint import (  # noqa: F401
-    RESULTS_DIR, chapter_results, load_trained,
-                                 read_results, results_table, save_chapter_results,
-                                 trained_model_dir)
 
 # %% auto #0
 __all__ = ['DECAYS', 'DTYPES', 'POSITIVE_INTS', 'SWITCHES', 'EVAL_SLICE_TOKENS', 'NO_FOLDER', 'TrainConfig', 'grad_accum_steps',

@@ -480,7 +480,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
     user_cache = home / ".cache" / "backpack"
     probe = backpack("-c", (
         "import backpack, backpack.data as d\n"
-        "from backpack.train import load_trained\n"
+        "from backpack.checkpoint import load_trained\n"
         "print(backpack.__file__); print(d.DATA_DIR); print(d.CACHE_DIR)\n"
         "for load in (d.load_tokenizer, lambda: load_trained('backpack-gutenberg')):\n"
         "    try:\n"
@@ -513,7 +513,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
         where.returncode == 0
         and f"data:  {user_data}\ncache: {user_cache}\n" in where.stdout
     )
-    loaded = backpack("-c", "from backpack.train import load_trained\n"
+    loaded = backpack("-c", "from backpack.checkpoint import load_trained\n"
                             "print(type(load_trained('backpack-gutenberg')).__name__)")
     assert loaded.returncode == 0 and loaded.stdout.strip() == "BackpackLM", (
         loaded.stderr

@@ -776,9 +776,6 @@ def test_the_loop_does_not_import_the_run_machinery():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
-    from backpack import checkpoint, train as train_module
-
-    assert train_module.load_trained is checkpoint.load_trained  # re-exported for now
 
 
 @pytest.mark.slow
