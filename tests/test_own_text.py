@@ -316,6 +316,7 @@ def test_cli_help(argv, capsys):
         assert help_text.count("default:") == 2
 
 
+@pytest.mark.slow
 def test_cli_in_a_fresh_process(texts, tmp_path):
     # what `python -m backpack tokenizer` will run, once registered in __main__.py
     code = (
