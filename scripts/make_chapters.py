@@ -8,7 +8,10 @@
    that its stored outputs are the ones its code prints on this machine;
 3. cleans it: nbdev's clean (volatile metadata removed) keeping cell tags, which nbval
    reads (nbval-ignore-output, nbval-skip), and numbering execution counts 1..N, which
-   nbval needs.
+   nbval needs; figures are stored as 256-colour PNGs (a third of the bytes; the
+   repository must stay small enough to travel, and nbval does not compare images).
+
+    python scripts/make_chapters.py --shrink-images-only book/*.ipynb   # no execution
 """
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import base64
+import io
 
 import nbformat
 from fastcore.nbio import read_nb, write_nb
@@ -62,6 +68,36 @@ def clean(path: Path) -> None:
             cell.outputs = [
                 o for o in map(drop_profiler_log, cell.get("outputs", [])) if o
             ]
+            for output in cell.outputs:
+                shrink_png(output)
+    write_nb(nb, path)
+
+
+def shrink_png(output: dict) -> None:
+    """Store a PNG figure of output as a 256-colour palette PNG when that is smaller
+    (matplotlib's figures are RGBA with few colours: the palette keeps them as they
+    look at about a third of the size)."""
+    data = output.get("data", {})
+    if "image/png" not in data:
+        return
+    from PIL import Image
+
+    raw = base64.b64decode("".join(data["image/png"]))
+    image = Image.open(io.BytesIO(raw)).convert("RGB")
+    buffer = io.BytesIO()
+    image.quantize(256, method=Image.Quantize.MEDIANCUT).save(
+        buffer, "PNG", optimize=True
+    )
+    if buffer.tell() < len(raw):
+        data["image/png"] = base64.b64encode(buffer.getvalue()).decode() + "\n"
+
+
+def shrink_images_only(path: Path) -> None:
+    """Shrink the stored figures of a notebook without executing it."""
+    nb = read_nb(path)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            shrink_png(output)
     write_nb(nb, path)
 
 
@@ -81,6 +117,10 @@ def drop_profiler_log(output: dict) -> dict | None:
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--shrink-images-only"]:
+        for path in argv[1:]:
+            shrink_images_only(Path(path))
+        return
     notebooks = (
         sorted((ROOT / "book").glob("*.ipynb"))
         if argv == ["--all"]
