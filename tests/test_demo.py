@@ -142,7 +142,7 @@ def test_unknown_subcommand_prints_usage():
         result.returncode == 2 and "usage: python -m backpack COMMAND" in result.stderr
     )
     assert "unknown command 'play'" in result.stderr
-    assert "demo [--prompt TEXT]" in result.stderr
+    assert "demo [--model FOLDER] [--prompt TEXT]" in result.stderr
 
 
 @pytest.mark.slow

@@ -128,7 +128,7 @@ def test_this_checkout_reads_its_own_data():
 def test_every_module_uses_the_data_folder_resolved_at_import(tmp_path):
     code = ("from backpack.data import DATA_DIR, TOKENIZER_PATH\n"
             "from backpack.analysis import WORDSIM_DIR\n"
-            "from backpack.train import RESULTS_DIR\n"
+            "from backpack.checkpoint import RESULTS_DIR\n"
             "print(DATA_DIR, TOKENIZER_PATH.parent.parent, WORDSIM_DIR.parent.parent, "
             "RESULTS_DIR.parent)")
     env = {**os.environ, "BACKPACK_DATA": str(tmp_path / "elsewhere")}
@@ -273,7 +273,8 @@ def test_help_and_data_where(capsys):
     assert main(["--help"]) == 0
     usage = capsys.readouterr().out
     assert "usage: python -m backpack" in usage
-    assert "demo [--prompt TEXT]" in usage and "data install [--from PATH]" in usage
+    assert "demo [--model FOLDER] [--prompt TEXT]" in usage
+    assert "data install [--from PATH]" in usage
     assert (
         main(["nonsense"]) == 2
         and "unknown command 'nonsense'" in capsys.readouterr().err
