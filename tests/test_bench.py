@@ -9,17 +9,9 @@ import torch
 
 from backpack import bench
 from backpack.bench import training_variants
-from backpack.model import BackpackConfig, BackpackLM, TransformerLM
+from backpack.model import BackpackConfig, BackpackLM
+from small_models import SMALL, make
 
-SMALL = dict(
-    vocab_size=97, n_positions=48, n_embd=48, n_layer=2, n_head=3, num_senses=4
-)
-
-
-def make(kind: str = "backpack", dtype=torch.float64, **overrides):
-    torch.manual_seed(0)
-    cls = BackpackLM if kind == "backpack" else TransformerLM
-    return cls(BackpackConfig(**{**SMALL, **overrides})).to(dtype).eval()
 
 
 def test_value_chunk_variant_is_benchmarked_on_a_gpu_only():

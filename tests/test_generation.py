@@ -13,17 +13,9 @@ from backpack.generation import (
     left_pad,
     vocab_sense_table,
 )
-from backpack.model import BackpackConfig, BackpackLM, TransformerLM
+from backpack.model import BackpackLM
+from small_models import SMALL, make
 
-SMALL = dict(
-    vocab_size=97, n_positions=48, n_embd=48, n_layer=2, n_head=3, num_senses=4
-)
-
-
-def make(kind: str = "backpack", dtype=torch.float64, **overrides):
-    torch.manual_seed(0)
-    cls = BackpackLM if kind == "backpack" else TransformerLM
-    return cls(BackpackConfig(**{**SMALL, **overrides})).to(dtype).eval()
 
 
 @pytest.mark.parametrize("kind", ["backpack", "transformer"])

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from backpack.model import BackpackConfig, BackpackLM, TransformerLM, sense_sum_way
+from backpack.model import BackpackConfig, sense_sum_way
+from small_models import SMALL, make
 from backpack.sums import (
     SENSE_SUMS,
     fused_sense_sum,
@@ -17,15 +18,6 @@ from backpack.sums import (
     triton_sense_sum,
 )
 
-SMALL = dict(
-    vocab_size=97, n_positions=48, n_embd=48, n_layer=2, n_head=3, num_senses=4
-)
-
-
-def make(kind: str = "backpack", dtype=torch.float64, **overrides):
-    torch.manual_seed(0)
-    cls = BackpackLM if kind == "backpack" else TransformerLM
-    return cls(BackpackConfig(**{**SMALL, **overrides})).to(dtype).eval()
 
 
 def random_inputs(b=2, h=4, n=37, d=32, dtype=torch.float64, seed=0):
