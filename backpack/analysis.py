@@ -690,7 +690,7 @@ def sense_explorer_widget(model: BackpackLM, tokenizer: Tokenizer, top: int = 6)
 
 # %% ../book/08_analysis.ipynb #cdf01d9f
 EXPLORER_DATA_NAME: str = "sense_explorer_data.js"
-# where the built page finds it: book/_static is copied to _build/html/_static
+# where the built page finds it: the book's build writes it into _build/html/_static
 EXPLORER_DATA_URL: str = f"../_static/{EXPLORER_DATA_NAME}"
 
 
@@ -718,7 +718,7 @@ def write_explorer_data(data: dict, path: str | Path) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = (
-        "// Written by book/08_analysis.ipynb: the top words of senses.\n"
+        "// Written by write_explorer_data (chapter 8): the top words of senses.\n"
         "window.BACKPACK_SENSES = "
         + json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         + ";\n"

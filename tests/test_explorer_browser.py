@@ -4,6 +4,10 @@ Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright; nothing dow
 browser) opens the page, types a word and checks that its sense table appears with the
 words of the data file. Two pages: the explorer as the chapter's stored output carries
 it (always), and the built book's page when `_build/html` exists.
+
+The data file is not in the repository: the book's build writes it (the extension
+book/_ext/explorer_data.py), and these tests compute their own copy with the
+extension's functions, in a temporary folder.
 """
 
 from __future__ import annotations
@@ -22,20 +26,23 @@ from backpack.analysis import EXPLORER_DATA_NAME, read_explorer_data, visible
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-DATA = ROOT / "book" / "_static" / EXPLORER_DATA_NAME
 BUILT_PAGE = ROOT / "_build" / "html" / "book" / "08_analysis.html"
+EXTENSION = ROOT / "book" / "_ext" / "explorer_data.py"  # writes the data at build time
+
+
+def load_module(name: str, path: Path):
+    """A module from a file of the repository that is not in a package."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def load_page_checker():
     """scripts/check_pages.py, whose browser flags and known theme errors we share."""
-    if "check_pages" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "check_pages", ROOT / "scripts" / "check_pages.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["check_pages"] = module  # its dataclasses look themselves up there
-        spec.loader.exec_module(module)
-    return sys.modules["check_pages"]
+    return load_module("check_pages", ROOT / "scripts" / "check_pages.py")
 
 
 PAGE_CHECKER = load_page_checker()
@@ -46,6 +53,17 @@ pytestmark = pytest.mark.skipif(
     reason="needs Debian's chromium at /usr/bin/chromium "
     "(apt-get install chromium; .ci/run installs it)",
 )
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> Path:
+    """The explorer's data, computed as the book's build computes it (10 to 20 s on 2
+    cores), into a fresh cache folder rather than CACHE_DIR."""
+    extension = load_module("explorer_data", EXTENSION)
+    folder = tmp_path_factory.mktemp("explorer")
+    path = folder / "_static" / EXPLORER_DATA_NAME
+    assert extension.write_explorer_file(path, cache_dir=folder / "cache")
+    return path
 
 
 def explorer_output() -> str:
@@ -61,9 +79,9 @@ def explorer_output() -> str:
     )
 
 
-def expected_rows(word: str) -> list[list[str]]:
+def expected_rows(data_file: Path, word: str) -> list[list[str]]:
     """The top words of every sense of word, decoded from the data file in Python."""
-    data = read_explorer_data(DATA)
+    data = read_explorer_data(data_file)
     ids = np.frombuffer(base64.b64decode(data["top_ids"]), dtype="<u2")
     ids = ids.reshape(len(data["words"]), data["senses"], data["top"])
     row = [data["vocab"][t].strip() for t in data["words"]].index(word)
@@ -79,11 +97,11 @@ def browser():
         browser.close()
 
 
-def page_from_notebook(tmp_path: Path) -> Path:
+def page_from_notebook(tmp_path: Path, data_file: Path) -> Path:
     """A page laid out like the built book (book/, _static/), with the output."""
     (tmp_path / "book").mkdir()
     (tmp_path / "_static").mkdir()
-    shutil.copy(DATA, tmp_path / "_static" / EXPLORER_DATA_NAME)
+    shutil.copy(data_file, tmp_path / "_static" / EXPLORER_DATA_NAME)
     page = tmp_path / "book" / "page.html"
     page.write_text(
         f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>"
@@ -93,7 +111,9 @@ def page_from_notebook(tmp_path: Path) -> Path:
     return page
 
 
-def check_explorer(browser, page_path: Path, offline: bool = True) -> None:
+def check_explorer(
+    browser, page_path: Path, data_file: Path, offline: bool = True
+) -> None:
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
@@ -106,13 +126,14 @@ def check_explorer(browser, page_path: Path, offline: bool = True) -> None:
     table = page.locator("#sense-explorer table")
     table.wait_for(timeout=10_000)
     rows = table.locator("tr")
-    assert rows.count() == 1 + len(expected_rows("king"))
+    expected = expected_rows(data_file, "king")
+    assert rows.count() == 1 + len(expected)
     assert "king" in rows.nth(0).inner_text()
     cells = [
         [c.strip() for c in rows.nth(r + 1).locator("td").all_inner_texts()[1:]]
         for r in range(rows.count() - 1)
     ]
-    assert cells == expected_rows("king")
+    assert cells == expected
     field.fill("zzzznotaword")
     assert "not one of the" in page.locator("#sense-explorer").inner_text()
     known = PAGE_CHECKER.KNOWN_JS_ERRORS  # the theme's own, on every page
@@ -124,8 +145,18 @@ def check_explorer(browser, page_path: Path, offline: bool = True) -> None:
 
 
 @pytest.mark.slow
-def test_explorer_in_the_chapter_output(browser, tmp_path):
-    check_explorer(browser, page_from_notebook(tmp_path))
+def test_a_second_build_copies_the_cached_file(data_file, tmp_path):
+    extension = load_module("explorer_data", EXTENSION)
+    copy = tmp_path / EXPLORER_DATA_NAME
+    cache = data_file.parent.parent / "cache"
+    assert not extension.write_explorer_file(copy, cache_dir=cache)  # not computed
+    assert copy.read_bytes() == data_file.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == [EXPLORER_DATA_NAME]  # no temp file
+
+
+@pytest.mark.slow
+def test_explorer_in_the_chapter_output(browser, data_file, tmp_path):
+    check_explorer(browser, page_from_notebook(tmp_path, data_file), data_file)
 
 
 @pytest.mark.skipif(
@@ -134,5 +165,5 @@ def test_explorer_in_the_chapter_output(browser, tmp_path):
     "run `jupyter-book build .` to check the built page too",
 )
 @pytest.mark.slow
-def test_explorer_in_the_built_book(browser):
-    check_explorer(browser, BUILT_PAGE, offline=False)
+def test_explorer_in_the_built_book(browser, data_file):
+    check_explorer(browser, BUILT_PAGE, data_file, offline=False)
