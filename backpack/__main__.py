@@ -1,7 +1,8 @@
 """`backpack COMMAND` (also `python -m backpack COMMAND`): training (backpack.runs,
 chapter 7b), evaluation, the demo (backpack.demo, chapter 9b), tokenizers of your own
-text and the book's data folder (backpack.data, chapter 1) and the speed benchmark
-(chapter 10). Hand-written.
+text and the book's data folder (backpack.data, chapter 1), the speed benchmark
+(chapter 10) and the page that runs a Backpack in the browser (backpack.browser).
+Hand-written.
 
 Each command imports its module only when it runs, so `backpack demo` never imports
 the trainer and `backpack --help` imports nothing heavy."""
@@ -20,6 +21,8 @@ COMMANDS = {  # name -> what it does (the first line of `backpack --help`)
             "`data where` prints the folders in use",
     "bench": "chapter 10's benchmark: training step, memory and generation, side by "
              "side",
+    "web": "write a web page that runs a Backpack in the browser, offline (chapter "
+           "9's last section)",
 }
 
 
@@ -34,7 +37,8 @@ def usage(prog: str) -> str:
         "tokenizer train FILE... --out PATH [--vocab-size N] | tokenizer encode FILE "
         "[--tokenizer PATH]",
         "data install [--from PATH] [--overwrite] | data where",
-        "bench [OPTIONS]")
+        "bench [OPTIONS]",
+        "web --model FOLDER --out FOLDER [--tokenizer PATH] [--title TEXT]")
     lines = [f"usage: {prog} COMMAND [OPTIONS]"]
     lines += [f"{indent}{prog} {synopsis}" for synopsis in synopses]
     lines += ["", "Backpack Language Models, built step by step (backpack-book).", "",
@@ -144,8 +148,17 @@ def bench_main(argv: list[str], prog: str) -> int:
     return 0
 
 
+def web_main(argv: list[str], prog: str) -> int:
+    """`backpack web ...`: a page that runs a Backpack in the browser
+    (backpack.browser); 0 written, 1 refused (a non-empty --out), 2 bad input."""
+    from backpack.browser import web_main as web
+
+    return web(argv, prog=prog)
+
+
 RUNNERS = {"train": train_main, "eval": eval_main, "demo": demo_main,
-           "tokenizer": tokenizer_main, "data": data_main, "bench": bench_main}
+           "tokenizer": tokenizer_main, "data": data_main, "bench": bench_main,
+           "web": web_main}
 
 
 def main(argv: list[str] | None = None) -> int:

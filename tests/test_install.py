@@ -448,6 +448,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
             assert "backpack-0.1.0/LICENSE" in archive.getnames()
     listing = run([sys.executable, "-m", "zipfile", "-l", wheel]).stdout
     assert "backpack/__main__.py" in listing and "licenses/LICENSE" in listing
+    assert "backpack/web/backpack.js" in listing  # the browser's model (backpack web)
     assert "data/" not in listing.replace("backpack/data.py", "")  # code only
 
     # 2. a fresh venv: only the wheel is installed into it (no index: nothing is

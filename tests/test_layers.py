@@ -25,6 +25,7 @@ LAYERS = [
     "analysis",  # 08
     "interventions",  # 09
     "demo",  # 09b
+    "browser",  # 09c: the page that runs a Backpack in the browser
     "bench",  # 10c: measuring; imported by nothing in the package
 ]
 # the hand-written entry points sit above every layer
