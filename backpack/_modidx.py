@@ -99,6 +99,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'backpack.browser.pack_tensors': ('browser.html#pack_tensors', 'backpack/browser.py'),
                                   'backpack.browser.script': ('browser.html#script', 'backpack/browser.py'),
                                   'backpack.browser.tokenizer_tables': ('browser.html#tokenizer_tables', 'backpack/browser.py'),
+                                  'backpack.browser.topic_bags': ('browser.html#topic_bags', 'backpack/browser.py'),
                                   'backpack.browser.topic_bands': ('browser.html#topic_bands', 'backpack/browser.py'),
                                   'backpack.browser.web_main': ('browser.html#web_main', 'backpack/browser.py'),
                                   'backpack.browser.web_tensors': ('browser.html#web_tensors', 'backpack/browser.py'),

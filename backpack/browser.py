@@ -31,8 +31,9 @@ from .model import BackpackLM
 
 # %% auto #0
 __all__ = ['WEB_DIR_NAME', 'CHUNK_BYTES', 'BUNDLE_VERSION', 'JS_CONFIG_FIELDS', 'WEB_SOURCES', 'PAGE', 'web_tensors',
-           'pack_tensors', 'check_byte_level', 'tokenizer_tables', 'gender_sense', 'topic_bands', 'extras', 'script',
-           'bundle_files', 'bundle_key', 'write_texts', 'load_backpack', 'write_bundle', 'write_site', 'web_main']
+           'pack_tensors', 'check_byte_level', 'tokenizer_tables', 'gender_sense', 'topic_bags', 'topic_bands',
+           'extras', 'script', 'bundle_files', 'bundle_key', 'write_texts', 'load_backpack', 'write_bundle',
+           'write_site', 'web_main']
 
 # %% ../book/09c_browser.ipynb #9cad2b76
 WEB_DIR_NAME = "backpack-web"  # the bundle's folder, beside the page's scripts
@@ -88,7 +89,7 @@ def tokenizer_tables(tokenizer: Tokenizer) -> dict:
         vocab[i] = text
     return {"vocab": vocab, "merges": merges, "special": special}
 
-# %% ../book/09c_browser.ipynb #bbb338d3
+# %% ../book/09c_browser.ipynb #c3612a6e
 def gender_sense(model: BackpackLM, tokenizer: Tokenizer) -> int:
     """The sense that adds most to logit(he) - logit(she) at the professions, on the
     estimation prompts (as `backpack demo` chooses it for :debias)."""
@@ -97,20 +98,33 @@ def gender_sense(model: BackpackLM, tokenizer: Tokenizer) -> int:
     contributions = sense_gap_contributions(model, tokenizer, prompts, runs)  # (p, k)
     return int(contributions.abs().mean(0).argmax())
 
+# %% ../book/09c_browser.ipynb #f8f0a3c1
+def topic_bags(tokenizer: Tokenizer) -> dict[str, list[int]]:
+    """Chapter 9's topics whose bag has a word of one token in this vocabulary (a small
+    vocabulary of your own may have none for some topics: they are left out)."""
+    bags = {}
+    for name, words in TOPICS.items():
+        try:
+            bags[name] = topic_bag(tokenizer, words)
+        except ValueError:  # no word of the topic is one token
+            continue
+    return bags
+
 
 def topic_bands(model: BackpackLM, tokenizer: Tokenizer) -> dict[str, np.ndarray]:
-    """For each of chapter 9's topics, the band 0-3 of every (token, sense) that
+    """For each topic of `topic_bags`, the band 0-3 of every (token, sense) that
     `topic_weights` reads its weight from: (vocab, k) uint8, 0 the top 5%."""
-    peaks = sense_peaks(model)  # (V, k)
-    bags = [topic_bag(tokenizer, words) for words in TOPICS.values()]
-    scores = topic_scores(model, bags, peaks=peaks)  # (t, V, k)
+    bags = topic_bags(tokenizer)
+    if not bags:
+        return {}
+    scores = topic_scores(model, list(bags.values()), peaks=sense_peaks(model))
     bands = {}
-    for name, table in zip(TOPICS, scores, strict=True):
+    for name, table in zip(bags, scores, strict=True):  # table: (V, k)
         band = band_weights(table, (0.0, 1.0, 2.0, 3.0))  # the band's number itself
         bands[name] = band.to(torch.uint8).numpy()
     return bands
 
-
+# %% ../book/09c_browser.ipynb #87abc5e8
 def extras(model: BackpackLM, tokenizer: Tokenizer) -> dict:
     """What the page's interventions need besides the model: the professions' token
     runs and gender sense, the bias prompts, the topic bands and strengths."""

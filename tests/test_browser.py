@@ -22,7 +22,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from backpack.analysis import word_id, word_pieces
 from backpack.browser import (
     WEB_DIR_NAME, check_byte_level, gender_sense, topic_bands, write_site)
-from backpack.checkpoint import load_trained, trained_model_dir
+from backpack.checkpoint import load_pretrained, load_trained, trained_model_dir
 from backpack.data import load_gpt2_tokenizer, load_tokenizer, read_text
 from backpack.interventions import (
     PROFESSIONS, TOPIC_STRENGTHS, TopicSteering, band_weights, bias_score, edit_fact,
@@ -313,3 +313,29 @@ def test_web_command_writes_a_page(tmp_path, capsys):
              for p in (tmp_path / "page").rglob("*")}
     assert {"index.html", "backpack.js", "backpack_page.js",
             f"{WEB_DIR_NAME}/manifest.js", f"{WEB_DIR_NAME}/weights-00.js"} <= files
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_a_backpack_of_other_sizes_runs_in_the_page(browser, tmp_path, tokenizer):
+    """Not only the book's model: a seeded tiny Backpack (2 layers, 2 heads, k = 4,
+    d = 64, 128 positions) gives PyTorch's logits in the page too."""
+    from backpack.model import BackpackConfig, BackpackLM
+
+    torch.manual_seed(0)
+    tiny = BackpackLM(BackpackConfig.preset("tiny")).eval()
+    tiny.save_pretrained(tmp_path / "tiny", dtype=torch.float16)
+    tiny = load_pretrained(tmp_path / "tiny")  # float16 on disk, as the page reads
+    write_site(tmp_path / "tiny", tmp_path / "page", cache=False)
+    offline = Offline(browser)
+    offline.page.goto((tmp_path / "page" / "index.html").as_uri())
+    offline.page.evaluate(
+        f"Backpack.loadBundle('{WEB_DIR_NAME}').then(b => {{ window.B = b; }})")
+    for prompt in PROMPTS[:2]:
+        ids = tokenizer.encode(prompt).ids
+        with torch.no_grad():
+            expected = tiny(torch.tensor([ids])).logits[0, -1]
+        got = browser_logits(offline.page, ids)
+        assert (got - expected).abs().max() <= TOLERANCE
+    offline.clean()
+    offline.page.close()

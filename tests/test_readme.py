@@ -73,7 +73,7 @@ def test_every_command_is_run_or_excused():
 
 
 RUN_PREFIXES = ("backpack train", "backpack demo", "backpack tokenizer",
-                "backpack eval")
+                "backpack eval", "backpack web")
 CONSOLE = Path(sys.executable).with_name("backpack")  # [project.scripts]
 
 
@@ -108,7 +108,7 @@ def smoke_form(command: str, out_dir: Path) -> list[str]:
 OWN_TEXT = [  # the section "Your own text", in order
     c for c in shell_commands()
     if c.startswith(("backpack tokenizer", "backpack eval")) or "--train-text" in c
-    or c.startswith("backpack demo --model")
+    or c.startswith(("backpack demo --model", "backpack web"))
 ]
 TRAIN_COMMANDS = [
     c for c in shell_commands()
@@ -169,13 +169,15 @@ def test_demo_command_runs(command, tmp_path):
 
 
 def test_your_own_text_section_is_found():
-    assert [c.split()[1] for c in OWN_TEXT] == ["tokenizer", "train", "eval", "demo"]
+    assert [c.split()[1] for c in OWN_TEXT] == [
+        "tokenizer", "train", "eval", "demo", "web"]
 
 
 @pytest.mark.slow
 def test_your_own_text_commands_run_in_order(tmp_path):
     """The section "Your own text", as written, on three small files of the corpus:
-    its tokenizer, 2 training steps, the perplexity, the demo (the cache in tmp)."""
+    its tokenizer, 2 training steps, the perplexity, the demo, the web page (the cache
+    in tmp)."""
     from backpack.data import read_text
 
     text = read_text("validation")[:60_000]
@@ -203,3 +205,6 @@ def test_your_own_text_commands_run_in_order(tmp_path):
     assert outputs[2].startswith("perplexity ") and "cross-entropy" in outputs[2]
     prompt = shlex.split(OWN_TEXT[3])[-1]
     assert f"[unmodified] {prompt}" in outputs[3]
+    page = tmp_path / shlex.split(OWN_TEXT[4])[-1]
+    assert outputs[4].startswith("wrote ") and (page / "index.html").is_file()
+    assert (page / "backpack-web" / "manifest.js").is_file()

@@ -16,7 +16,10 @@
     "line-height:1.7}#backpack-app .bp-tok{cursor:pointer;border-bottom:1px dotted #999}" +
     "#backpack-app .bp-new{background:#e6f0ff}#backpack-app table{font:12px monospace;" +
     "border-collapse:collapse;margin:4px 0}#backpack-app td,#backpack-app th{border:1px " +
-    "solid #ccc;padding:1px 5px}#backpack-app progress{width:60%}";
+    "solid #ccc;padding:1px 5px}#backpack-app progress{width:40%}" +
+    "#backpack-app legend{font-size:1em;font-weight:bold;width:auto;padding:0 4px}" +
+    "#backpack-app input[type=number]{width:5em}#backpack-app input,#backpack-app " +
+    "select,#backpack-app textarea{display:inline-block;width:auto;max-width:100%}";
 
   function el(tag, attrs, children) {
     const node = document.createElement(tag);
@@ -62,10 +65,11 @@
     "id='bp-topic'><option value=''>none</option></select> strength <select " +
     "id='bp-strength'><option>1</option><option selected>2</option><option>3</option>" +
     "</select><br><label><input id='bp-fact' type='checkbox'> edit a fact:</label> " +
-    "<input id='bp-factword' value='captain' size='10'> predicts <input " +
-    "id='bp-factnew' value='king' size='10'> where it predicted <input " +
-    "id='bp-factold' value='ship' size='10'><div id='bp-editinfo'></div>" +
-    "<button id='bp-bias'>Measure the bias (the paper's Table 5 score)</button> " +
+    "<input id='bp-factword' value='Sherlock' size='10'> predicts <input " +
+    "id='bp-factnew' value='Smith' size='10'> where it predicted <input " +
+    "id='bp-factold' value='Holmes' size='10'><div id='bp-editinfo'></div>" +
+    "<button id='bp-bias'>Measure the bias (the paper's Table 5 score; half a " +
+    "minute)</button> " +
     "<span id='bp-biasout'></span></fieldset></div>";
 
   // one token id of a word written inside a sentence (a space in front), or an error
