@@ -91,15 +91,15 @@ def site(tmp_path_factory) -> Path:
 class Offline:
     """A Chromium page that records every request that is not a local file."""
 
-    def __init__(self, browser):
-        self.page = browser.new_page()
+    def __init__(self, browser, local: str = "file://"):
+        self.page, self.local = browser.new_page(), local
         self.errors: list[str] = []
         self.remote: list[str] = []
         self.page.on("pageerror", lambda err: self.errors.append(str(err)))
         self.page.on("request", self.check)
 
     def check(self, request) -> None:
-        if not request.url.startswith(("file://", "data:")):
+        if not request.url.startswith((self.local, "data:")):
             self.remote.append(request.url)
 
     def clean(self) -> None:
@@ -250,9 +250,10 @@ def test_bias_score_matches_pytorch(page, model, tokenizer):
     assert page.evaluate(js, [prompts, [["debias"]]]) < plain  # debiasing lowers it
 
 
-def use_page(browser, url: str) -> None:
-    """Click through the page as a reader does: load, continue, why, senses, debias."""
-    offline = Offline(browser)
+def use_page(browser, url: str, local: str = "file://") -> None:
+    """Click through the page as a reader does: load, continue, why, senses, debias;
+    no request may leave `local` (the disk, or the server of the page)."""
+    offline = Offline(browser, local)
     page = offline.page
     page.goto(url)
     page.click("#bp-load")
@@ -277,8 +278,13 @@ def use_page(browser, url: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
-def test_page_works_offline_from_disk(browser, site):
+def test_page_works_offline_from_disk_and_served(browser, site):
     use_page(browser, (site / "index.html").as_uri())
+    server, base = load_page_checker().serve(site)
+    try:
+        use_page(browser, base + "index.html", local=base)
+    finally:
+        server.shutdown()
     if BUILT_PAGE.exists():  # the book's page, as the build wrote it
         use_page(browser, BUILT_PAGE.as_uri())
 
