@@ -193,6 +193,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'backpack.data.load_tokens': ('data.html#load_tokens', 'backpack/data.py'),
                                'backpack.data.missing_data_file': ('data.html#missing_data_file', 'backpack/data.py'),
                                'backpack.data.read_text': ('data.html#read_text', 'backpack/data.py'),
+                               'backpack.data.read_text_file': ('data.html#read_text_file', 'backpack/data.py'),
                                'backpack.data.read_token_file': ('data.html#read_token_file', 'backpack/data.py'),
                                'backpack.data.save_tokenizer': ('data.html#save_tokenizer', 'backpack/data.py'),
                                'backpack.data.swap_in': ('data.html#swap_in', 'backpack/data.py'),

@@ -35,10 +35,10 @@ __all__ = ['REPO_DIR', 'DATA_DIR', 'CACHE_DIR', 'CORPUS_DIR', 'CORPUS_FILES', 'M
            'find_cache_dir', 'DataError', 'data_not_found_message', 'missing_data_file', 'corpus_path', 'read_text',
            'load_text', 'byte_level_bpe', 'text_chunks', 'train_tokenizer_from_texts', 'train_tokenizer',
            'check_vocab_size', 'tokenizer_json', 'tokenizer_sha256', 'tokenizer_fingerprint', 'load_tokenizer',
-           'load_gpt2_tokenizer', 'token_sidecar', 'check_token_file_tokenizer', 'write_token_file', 'encode_corpus',
-           'read_token_file', 'load_tokens', 'batch_at', 'get_batch', 'check_size', 'check_new_file', 'save_tokenizer',
-           'encode_text_file', 'is_book_data', 'data_source', 'holds_all_files', 'swap_in', 'install_data',
-           'install_report', 'tokenizer_parser', 'tokenizer_main']
+           'read_text_file', 'load_gpt2_tokenizer', 'token_sidecar', 'check_token_file_tokenizer', 'write_token_file',
+           'encode_corpus', 'read_token_file', 'load_tokens', 'batch_at', 'get_batch', 'check_size', 'check_new_file',
+           'save_tokenizer', 'encode_text_file', 'is_book_data', 'data_source', 'holds_all_files', 'swap_in',
+           'install_data', 'install_report', 'tokenizer_parser', 'tokenizer_main']
 
 # %% ../book/01_data.ipynb #data-folders
 def user_folder(kind: str) -> Path:
@@ -390,11 +390,18 @@ def load_tokenizer(path: PathLike = TOKENIZER_PATH) -> Tokenizer:
         ) from err
 
 # %% ../book/01_data.ipynb #68d6dbba
+def read_text_file(path: PathLike) -> str:
+    """A UTF-8 text file, decompressed first when its name ends in .xz."""
+    with _open_binary(Path(path)) as f:
+        return f.read().decode("utf-8")
+
+
 def load_gpt2_tokenizer(
-    encoder_json: PathLike = GPT2_DIR / "encoder.json",
-    vocab_bpe: PathLike = GPT2_DIR / "vocab.bpe",
+    encoder_json: PathLike = GPT2_DIR / "encoder.json.xz",
+    vocab_bpe: PathLike = GPT2_DIR / "vocab.bpe.xz",
 ) -> Tokenizer:
-    """GPT-2's byte-level BPE tokenizer, from OpenAI's `encoder.json` and `vocab.bpe`.
+    """GPT-2's byte-level BPE tokenizer, from OpenAI's `encoder.json` and `vocab.bpe`
+    (as OpenAI ships them, or xz-compressed as the book does).
 
     No hub download; `<|endoftext|>` is token 50256."""
     for path in (Path(encoder_json), Path(vocab_bpe)):
@@ -402,7 +409,12 @@ def load_gpt2_tokenizer(
             raise missing_data_file(
                 path, "tokenizer file", "pass GPT-2's encoder.json and vocab.bpe"
             )
-    tokenizer = byte_level_bpe(models.BPE.from_file(str(encoder_json), str(vocab_bpe)))
+    vocab = json.loads(read_text_file(encoder_json))  # token -> id
+    lines = read_text_file(vocab_bpe).split("\n")  # "#version: 0.2", then "a b"
+    if lines[0].startswith("#version"):  # a merge may start with "#" too: "# #"
+        lines = lines[1:]
+    merges = [tuple(line.split(" ")) for line in lines if line]
+    tokenizer = byte_level_bpe(models.BPE(vocab, merges))
     # EOT is already in the vocabulary (50256): this makes it match as one token
     tokenizer.add_special_tokens([EOT])
     return tokenizer

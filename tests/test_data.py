@@ -267,3 +267,25 @@ def test_missing_tokenizer(tmp_path):
         load_tokenizer(tmp_path / "missing.json")
     with pytest.raises(DataError, match="vocab.bpe not found"):
         load_gpt2_tokenizer(vocab_bpe=tmp_path / "vocab.bpe")
+
+
+def test_gpt2_tokenizer_from_the_xz_files_is_openais(tmp_path, gpt2):
+    """The book's xz files, decompressed, are OpenAI's originals (data/README.md's
+    sha256), and the tokenizer built from them is the one `BPE.from_file` builds."""
+    import hashlib
+
+    from tokenizers import models
+
+    expected = {
+        "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+        "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    }
+    for name, sha in expected.items():
+        raw = lzma.decompress((data.GPT2_DIR / f"{name}.xz").read_bytes())
+        assert hashlib.sha256(raw).hexdigest() == sha
+        (tmp_path / name).write_bytes(raw)
+    files = [str(tmp_path / name) for name in expected]
+    reference = data.byte_level_bpe(models.BPE.from_file(*files))
+    reference.add_special_tokens([data.EOT])
+    assert gpt2.to_str() == reference.to_str()
+    assert load_gpt2_tokenizer(*files).to_str() == reference.to_str()  # plain files too
