@@ -7,7 +7,9 @@ Hand-written.
 Each command imports its module only when it runs, so `backpack demo` never imports
 the trainer and `backpack --help` imports nothing heavy."""
 import argparse
+import re
 import sys
+import textwrap
 from pathlib import Path
 
 COMMANDS = {  # name -> what it does (the first line of `backpack --help`)
@@ -26,8 +28,11 @@ COMMANDS = {  # name -> what it does (the first line of `backpack --help`)
 }
 
 
+WIDTH = 88  # the help's lines wrap here, a usual terminal's width
+
+
 def usage(prog: str) -> str:
-    """`backpack --help`: every command, one line each."""
+    """`backpack --help`: every command, each wrapped at WIDTH columns."""
     width, indent = max(map(len, COMMANDS)), " " * len("usage: ")
     synopses = (
         "train [--preset NAME] [--train-text FILE --val-text FILE] [--tokenizer PATH] "
@@ -40,10 +45,17 @@ def usage(prog: str) -> str:
         "bench [OPTIONS]",
         "web --model FOLDER --out FOLDER [--tokenizer PATH] [--title TEXT]")
     lines = [f"usage: {prog} COMMAND [OPTIONS]"]
-    lines += [f"{indent}{prog} {synopsis}" for synopsis in synopses]
+    for synopsis in synopses:  # an option in brackets is never cut in two
+        glued = re.sub(r"\[[^]]*\]", lambda m: m[0].replace(" ", "\0"), synopsis)
+        wrapped = textwrap.wrap(f"{prog} {glued}", WIDTH, initial_indent=indent,
+                                subsequent_indent=indent + "    ",
+                                break_on_hyphens=False)
+        lines += [line.replace("\0", " ") for line in wrapped]
     lines += ["", "Backpack Language Models, built step by step (backpack-book).", "",
               "commands:"]
-    lines += [f"  {name:{width}s}  {what}" for name, what in COMMANDS.items()]
+    for name, what in COMMANDS.items():
+        lines += textwrap.wrap(what, WIDTH, initial_indent=f"  {name:{width}s}  ",
+                               subsequent_indent=" " * (width + 4))
     lines += ["", f"`{prog} COMMAND --help` lists a command's options with their "
                   f"defaults."]
     return "\n".join(lines)
@@ -108,7 +120,7 @@ def demo_main(argv: list[str], prog: str = "python -m backpack demo") -> int:
     from backpack.demo import main
 
     try:
-        return main(argv)
+        return main(argv, prog=prog)
     except (DataError, FileNotFoundError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1

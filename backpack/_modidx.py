@@ -226,6 +226,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'backpack.demo.main': ('demo.html#main', 'backpack/demo.py'),
                                'backpack.demo.model_folder': ('demo.html#model_folder', 'backpack/demo.py'),
                                'backpack.demo.parse_args': ('demo.html#parse_args', 'backpack/demo.py'),
+                               'backpack.demo.read_commands': ('demo.html#read_commands', 'backpack/demo.py'),
                                'backpack.demo.run_command': ('demo.html#run_command', 'backpack/demo.py'),
                                'backpack.demo.run_lines': ('demo.html#run_lines', 'backpack/demo.py'),
                                'backpack.demo.set_intervention': ('demo.html#set_intervention', 'backpack/demo.py'),

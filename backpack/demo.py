@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 __all__ = ['BOOK_MODEL', 'MAX_SEED', 'HELP', 'SetupError', 'model_folder', 'demo_files', 'check_new_tokens', 'check_seed', 'Demo',
            'debias_edit', 'weights_fingerprint', 'cached_sense_peaks', 'topic_scores_of', 'settings', 'active_edits',
            'continue_prompt', 'explain', 'whole_number', 'set_intervention', 'describe', 'run_command', 'parse_args',
-           'check_flags', 'main', 'widget_commands', 'run_lines', 'demo_widget']
+           'check_flags', 'read_commands', 'main', 'widget_commands', 'run_lines', 'demo_widget']
 
 # %% ../book/09b_demo.ipynb #50dd2768
 from backpack.analysis import (
@@ -410,9 +410,11 @@ def run_command(demo: Demo, line: str) -> bool:
     return True
 
 # %% ../book/09b_demo.ipynb #810c35e0
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(
+    argv: list[str] | None = None, prog: str = "python -m backpack demo"
+) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m backpack demo",
+        prog=prog,
         description="Talk to a Backpack: by default the one trained in backpack-book.",
     )
     add = parser.add_argument
@@ -465,26 +467,10 @@ def check_flags(args: argparse.Namespace) -> list[str]:
         raise SetupError(str(error)) from None
     return setup
 
-# %% ../book/09b_demo.ipynb #ea31fe43
-def main(
-    argv: list[str] | None = None, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout
-) -> int:
-    """Run the demo (one prompt, or a session on stdin): 0 done, 2 a bad flag."""
-    args = parse_args(argv)
-    try:
-        setup = check_flags(args)
-        demo = Demo(out, args.seed, args.max_new_tokens, args.model, args.tokenizer)
-        for line in setup:  # checked above; an error here still stops the demo
-            name, *words = shlex.split(line)
-            set_intervention(demo, name, words)
-    except DataError:
-        raise  # the book's data is missing: python -m backpack says how to get it
-    except ValueError as error:
-        print(f"python -m backpack demo: error: {error}", file=sys.stderr)
-        return 2
-    if args.prompt is not None:
-        continue_prompt(demo, args.prompt)
-        return 0
+# %% ../book/09b_demo.ipynb #a4d38ed2
+def read_commands(demo: Demo, stdin: TextIO) -> None:
+    """Run the commands read from stdin until `:quit` or the input's end; at a
+    terminal with line editing and a history kept in CACHE_DIR."""
     if hasattr(stdin, "reconfigure"):
         stdin.reconfigure(errors="replace")  # bytes that are not UTF-8 become "�"
     interactive = stdin.isatty()
@@ -509,6 +495,30 @@ def main(
     finally:
         if interactive:
             readline.write_history_file(history)
+
+# %% ../book/09b_demo.ipynb #ea31fe43
+def main(
+    argv: list[str] | None = None, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout,
+    prog: str = "python -m backpack demo",
+) -> int:
+    """Run the demo (one prompt, or a session on stdin): 0 done, 2 a bad flag. prog:
+    the command's name in its messages (`backpack demo` from the console script)."""
+    args = parse_args(argv, prog)
+    try:
+        setup = check_flags(args)
+        demo = Demo(out, args.seed, args.max_new_tokens, args.model, args.tokenizer)
+        for line in setup:  # checked above; an error here still stops the demo
+            name, *words = shlex.split(line)
+            set_intervention(demo, name, words)
+    except DataError:
+        raise  # the book's data is missing: python -m backpack says how to get it
+    except ValueError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    if args.prompt is not None:
+        continue_prompt(demo, args.prompt)
+        return 0
+    read_commands(demo, stdin)
     return 0
 
 # %% ../book/09b_demo.ipynb #b7d3e5a2

@@ -292,6 +292,19 @@ def test_help_and_data_where(capsys):
     assert done.returncode == 0 and "data install" in done.stdout
 
 
+def test_help_fits_a_terminal_and_names_the_console_command(capsys, monkeypatch):
+    """`backpack --help` wraps at 88 columns; run as the console script `backpack`,
+    the demo's errors name `backpack demo`, not `python -m backpack demo`."""
+    from backpack.__main__ import WIDTH, usage
+
+    assert all(len(line) <= WIDTH for line in usage("python -m backpack").splitlines())
+    monkeypatch.setattr(sys, "argv", [str(Path(sys.executable).with_name("backpack"))])
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", "--max-new-tokens", "x"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("backpack demo: error:")
+
+
 # --- declared dependencies -----------------------------------------------------------
 
 
