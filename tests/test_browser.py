@@ -261,6 +261,16 @@ def use_page(browser, url: str, local: str = "file://") -> None:
     page.goto(url)
     page.click("#bp-load")
     page.wait_for_selector("#bp-main:not([hidden])", timeout=120_000)
+    page.check("#bp-sample")
+    for field, value, message in (("#bp-temp", "-1", "temperature must be"),
+                                  ("#bp-count", "2.5", "new tokens must be")):
+        old = page.input_value(field)
+        page.fill(field, value)
+        page.click("#bp-go")
+        assert message in page.inner_text("#bp-out")  # said, and nothing generated
+        assert page.locator("#bp-out .bp-new").count() == 0
+        page.fill(field, old)
+    page.uncheck("#bp-sample")
     page.click("#bp-go")
     page.wait_for_selector("#bp-go:enabled", timeout=60_000)  # the run is over
     assert page.locator("#bp-out .bp-new").count() == 30

@@ -131,9 +131,58 @@
     });
   }
 
+  // a whole number in [low, high] from an input, or an error that says what to type
+  function wholeNumber(id, what, low, high) {
+    const text = byId(id).value.trim(),
+      value = Number(text);
+    if (!/^[0-9]+$/.test(text) || value < low || value > high) {
+      throw new Error(
+        what +
+          " must be a whole number from " +
+          low +
+          " to " +
+          high +
+          "; got '" +
+          text +
+          "'",
+      );
+    }
+    return value;
+  }
+
+  // the generation settings of the page's inputs, checked
+  function generationOptions(promptLength) {
+    const room = B.model.config.n_positions - promptLength;
+    if (room < 1) {
+      throw new Error(
+        "the text has " +
+          promptLength +
+          " tokens and the model reads " +
+          B.model.config.n_positions +
+          " at most: shorten it",
+      );
+    }
+    const count = wholeNumber("count", "new tokens", 1, Math.min(200, room));
+    if (!byId("sample").checked) return { count: count, temperature: 0 };
+    const temperature = Number(byId("temp").value);
+    if (!(temperature >= 1e-4) || !isFinite(temperature)) {
+      throw new Error(
+        "temperature must be a number >= 0.0001 (untick 'sample' for " +
+          "greedy decoding); got '" +
+          byId("temp").value +
+          "'",
+      );
+    }
+    return {
+      count: count,
+      temperature: temperature,
+      topK: wholeNumber("topk", "top-k (0: no cut)", 0, B.model.vocab),
+      seed: wholeNumber("seed", "seed", 0, 4294967295),
+    };
+  }
+
   async function continueText() {
     const ids = B.tokenizer.encode(byId("prompt").value);
-    const count = Math.max(1, Math.min(200, parseInt(byId("count").value, 10) || 30));
     const out = byId("out");
     out.innerHTML = "";
     say("speed", "");
@@ -141,12 +190,14 @@
       out.textContent = "type some text first";
       return;
     }
-    const sample = byId("sample").checked;
-    const options = {
-      temperature: sample ? parseFloat(byId("temp").value) : 0,
-      topK: parseInt(byId("topk").value, 10) || 0,
-      seed: parseInt(byId("seed").value, 10) || 0,
-    };
+    let options;
+    try {
+      options = generationOptions(ids.length);
+    } catch (error) {
+      out.textContent = error.message;
+      return;
+    }
+    const count = options.count;
     const active = activeEdits();
     const runs = [["unmodified", []]];
     if (active.edits.length)
