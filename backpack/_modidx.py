@@ -412,6 +412,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'backpack.runs.field_help': ('runs.html#field_help', 'backpack/runs.py'),
                                'backpack.runs.free_space': ('runs.html#free_space', 'backpack/runs.py'),
                                'backpack.runs.good_checkpoints': ('runs.html#good_checkpoints', 'backpack/runs.py'),
+                               'backpack.runs.init_sense_outputs_as_authors': ( 'runs.html#init_sense_outputs_as_authors',
+                                                                                'backpack/runs.py'),
                                'backpack.runs.latest_checkpoint': ('runs.html#latest_checkpoint', 'backpack/runs.py'),
                                'backpack.runs.list_checkpoints': ('runs.html#list_checkpoints', 'backpack/runs.py'),
                                'backpack.runs.load_checkpoint': ('runs.html#load_checkpoint', 'backpack/runs.py'),

@@ -30,10 +30,10 @@ from .interventions import (
 from .model import BackpackLM
 
 # %% auto #0
-__all__ = ['WEB_DIR_NAME', 'CHUNK_BYTES', 'BUNDLE_VERSION', 'JS_CONFIG_FIELDS', 'WEB_SOURCES', 'PAGE', 'web_tensors',
-           'pack_tensors', 'check_byte_level', 'tokenizer_tables', 'gender_sense', 'topic_bags', 'topic_bands',
-           'extras', 'script', 'bundle_files', 'bundle_key', 'write_texts', 'load_backpack', 'write_bundle',
-           'write_site', 'web_main']
+__all__ = ['WEB_DIR_NAME', 'CHUNK_BYTES', 'BUNDLE_VERSION', 'CHECK_PROMPTS', 'JS_CONFIG_FIELDS', 'WEB_SOURCES', 'PAGE',
+           'web_tensors', 'pack_tensors', 'check_byte_level', 'tokenizer_tables', 'gender_sense', 'topic_bags',
+           'topic_bands', 'extras', 'script', 'bundle_files', 'bundle_key', 'write_texts', 'load_backpack',
+           'write_bundle', 'write_site', 'web_main']
 
 # %% ../book/09c_browser.ipynb #9cad2b76
 WEB_DIR_NAME = "backpack-web"  # the bundle's folder, beside the page's scripts
@@ -146,6 +146,14 @@ def script(kind: str, payload) -> str:
     return f"Backpack.receive({json.dumps(kind)}, {json.dumps(payload)});\n"
 
 
+# the prompts on which the page is checked against PyTorch (tests, scripts/bench_browser)
+CHECK_PROMPTS = [
+    "The captain of the ship said that",
+    "She opened the door and",
+    "In the morning the old man went to the",
+    "\u201cI do not know,\u201d said the nurse, \u201cbut",
+    "The king and the queen",
+]
 JS_CONFIG_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head",
                     "num_senses", "sense_intermediate_scale", "layer_norm_epsilon",
                     "scale_attn_by_inverse_layer_idx", "divide_by_senses")

@@ -26,19 +26,13 @@ from pathlib import Path
 
 import torch
 
-from backpack.browser import WEB_DIR_NAME, write_site
+from backpack.browser import CHECK_PROMPTS, WEB_DIR_NAME, write_site
 from backpack.checkpoint import load_trained, trained_model_dir, write_json
 from backpack.data import DATA_DIR, load_tokenizer
 
 CHROMIUM = "/usr/bin/chromium"
 OUT = DATA_DIR / "bench" / "browser_cpu.json"
-PROMPTS = [
-    "The captain of the ship said that",
-    "She opened the door and",
-    "In the morning the old man went to the",
-    "\u201cI do not know,\u201d said the nurse, \u201cbut",
-    "The king and the queen",
-]
+PROMPTS = CHECK_PROMPTS  # five fixed prompts, from the chapter
 JS_GENERATE = """async ([ids, count]) => {
   const t0 = performance.now();
   let first = null;

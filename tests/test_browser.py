@@ -22,7 +22,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from backpack.analysis import word_id, word_pieces
 from backpack.browser import (
-    WEB_DIR_NAME, check_byte_level, gender_sense, write_site)
+    CHECK_PROMPTS, WEB_DIR_NAME, check_byte_level, gender_sense, write_site)
 from backpack.checkpoint import load_pretrained, load_trained, trained_model_dir
 from backpack.data import load_gpt2_tokenizer, load_tokenizer, read_text
 from backpack.interventions import (
@@ -33,13 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 BUILT_PAGE = ROOT / "_build" / "html" / "book" / "09c_browser.html"
 TOLERANCE = 1e-3  # see the module's docstring
-PROMPTS = [
-    "The captain of the ship said that",
-    "She opened the door and",
-    "In the morning the old man went to the",
-    "\u201cI do not know,\u201d said the nurse, \u201cbut",
-    "The king and the queen",
-]
+PROMPTS = CHECK_PROMPTS  # five fixed prompts, from the chapter
 
 
 def load_page_checker():
