@@ -47,17 +47,17 @@ from .train import (EVAL_SLICE_TOKENS, Run, TrainConfig, TrainingDiverged,
 from .weights import ConfigError
 
 # %% auto #0
-__all__ = ['GOOD_LOSS_FACTOR', 'RUN_FILES', 'EXACT_FIELDS', 'MODEL_SIZES', 'FLAG_TYPES', 'TEXT_SUFFIXES', 'SIZE_FLAGS',
-           'check_finite', 'save_checkpoint', 'list_checkpoints', 'latest_checkpoint', 'checkpoint_loss',
+__all__ = ['GOOD_LOSS_FACTOR', 'RUN_FILES', 'EXACT_FIELDS', 'MODEL_SIZES', 'SENSE_INITS', 'FLAG_TYPES', 'TEXT_SUFFIXES',
+           'SIZE_FLAGS', 'check_finite', 'save_checkpoint', 'list_checkpoints', 'latest_checkpoint', 'checkpoint_loss',
            'good_checkpoints', 'prune_checkpoints', 'read_trainer_state', 'load_checkpoint', 'RunLocked', 'lock_folder',
            'run_lock', 'prepare_out_dir', 'token_fingerprint', 'check_resume', 'cut_metrics', 'check_out_dir',
            'check_resumable', 'free_space', 'naming_a_full_disk', 'RunFolder', 'divergence_message', 'train_run',
-           'build_model', 'model_from_args', 'field_docs', 'field_help', 'add_model_arguments', 'add_data_arguments',
-           'add_train_config_arguments', 'train_parser', 'parse_args', 'config_from_args', 'run_tokenizer',
-           'tokenizer_fits', 'check_tokenizer_vocab', 'encode_text', 'check_made_with', 'tokens_from_args',
-           'looks_like_text', 'check_token_file', 'check_args', 'run_summary', 'write_results', 'save_tokenizer',
-           'write_curves', 'FailedToLearn', 'run_warnings', 'summary_lines', 'check_learned', 'main', 'cli',
-           'eval_parser', 'model_tokenizer', 'eval_tokens', 'eval_main']
+           'build_model', 'model_from_args', 'init_sense_outputs_as_authors', 'field_docs', 'field_help',
+           'add_model_arguments', 'add_data_arguments', 'add_train_config_arguments', 'train_parser', 'parse_args',
+           'config_from_args', 'run_tokenizer', 'tokenizer_fits', 'check_tokenizer_vocab', 'encode_text',
+           'check_made_with', 'tokens_from_args', 'looks_like_text', 'check_token_file', 'check_args', 'run_summary',
+           'write_results', 'save_tokenizer', 'write_curves', 'FailedToLearn', 'run_warnings', 'summary_lines',
+           'check_learned', 'main', 'cli', 'eval_parser', 'model_tokenizer', 'eval_tokens', 'eval_main']
 
 # %% ../book/07b_runs.ipynb #afa0954f
 def check_finite(model: LanguageModel, optimizer: Optimizer, step: int) -> None:
@@ -467,8 +467,9 @@ def build_model(kind: str, preset: str, **overrides) -> LanguageModel:
 
 def model_from_args(args: argparse.Namespace, seed: int,
                     tokenizer: Tokenizer | None = None) -> LanguageModel:
-    """A fresh preset model (its vocabulary the tokenizer's unless --vocab-size), or
-    a saved one to fine-tune (--init-from, --dropout)."""
+    """A fresh preset model (its vocabulary the tokenizer's unless --vocab-size, its
+    sense outputs as --sense-init says), or a saved one to fine-tune (--init-from,
+    --dropout)."""
     if args.init_from:
         return load_pretrained(args.init_from, dropout=args.dropout)
     names = (*MODEL_SIZES, "dropout", "sense_dedup", "sense_sum")
@@ -476,7 +477,24 @@ def model_from_args(args: argparse.Namespace, seed: int,
     if tokenizer is not None and args.vocab_size is None:
         sizes["vocab_size"] = tokenizer.get_vocab_size()
     torch.manual_seed(seed)
-    return build_model(args.model, args.preset or "tiny", **sizes)
+    model = build_model(args.model, args.preset or "tiny", **sizes)
+    if args.sense_init == "authors":
+        init_sense_outputs_as_authors(model)
+    return model
+
+# %% ../book/07b_runs.ipynb #sense-init
+SENSE_INITS = ("gpt2", "authors")  # --sense-init: chapter 5's, or the authors' code's
+
+
+def init_sense_outputs_as_authors(model: BackpackLM, std: float = 0.02) -> None:
+    """Redraw the output layers of the sense network's two MLPs (block.mlp.c_proj and
+    final_mlp.c_proj) from N(0, std / sqrt(2 n_layer)), in place, as the authors'
+    training code does; their biases stay zero and every other weight is untouched."""
+    scaled = std / math.sqrt(2 * model.config.n_layer)
+    senses = model.sense_network
+    for layer in (senses.block.mlp.c_proj, senses.final_mlp.c_proj):
+        torch.nn.init.normal_(layer.weight, mean=0.0, std=scaled)
+        torch.nn.init.zeros_(layer.bias)
 
 # %% ../book/07b_runs.ipynb #1deb5466
 def field_docs(cls: type) -> dict[str, str]:
@@ -545,6 +563,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sense-sum", default=None, choices=SENSE_SUM_WAYS,
                         help=field_help(docs["sense_sum"], "auto: fused on a CPU and a "
                                         "Hopper GPU"))
+    parser.add_argument("--sense-init", default=None, choices=SENSE_INITS,
+                        help="how a fresh Backpack's sense network starts its two MLP "
+                        "output layers: gpt2, N(0, 0.02) as chapter 5; authors, N(0, "
+                        "0.02/sqrt(2 n_layer)) as the authors' training code (default: "
+                        "gpt2)")
     parser.add_argument("--save-dtype", default="float16",
                         choices=["float16", "bfloat16", "float32"],
                         help="the precision of the saved model's weights "
@@ -763,6 +786,11 @@ def check_args(args: argparse.Namespace) -> None:
             f"so {', '.join(given)} would be ignored: drop them, or train a new "
             f"model without --init-from"
         )
+    if args.sense_init is not None and (args.init_from or args.model != "backpack"):
+        what = (f"--init-from {args.init_from} loads trained weights" if args.init_from
+                else "a Transformer has no sense network")
+        raise UsageError(f"--sense-init sets how a fresh Backpack's sense network "
+                         f"starts, but {what}: drop --sense-init")
 
 # %% ../book/07b_runs.ipynb #7c837a57
 def run_summary(model: LanguageModel, args: argparse.Namespace, config: TrainConfig,
@@ -779,7 +807,7 @@ def run_summary(model: LanguageModel, args: argparse.Namespace, config: TrainCon
             "device": device_name(device), "final_val_loss": result.final_val_loss,
             "val_slice_tokens": slice_tokens, "val_slice_loss": slice_loss,
             "val_slice_ppl": perplexity(slice_loss), "saved_dtype": args.save_dtype,
-            "init_from": args.init_from}
+            "init_from": args.init_from, "sense_init": args.sense_init}
 
 # %% ../book/07b_runs.ipynb #0c1967cb
 def write_results(model: LanguageModel, args: argparse.Namespace, config: TrainConfig,

@@ -5,6 +5,8 @@
 #   MODE=full STEPS=6000 bash scripts/gpu_session.sh   # the models in data/models/
 #   MODE=micro STEPS=4000 bash scripts/gpu_session.sh  # the paper's Micro size: results and curves only
 #   MODE=speed bash scripts/gpu_session.sh   # <= 12 min (each step has a limit): chapter 10's GPU tests, sense profile, benchmark
+#   MODE=study bash scripts/gpu_session.sh   # <= 9.5 min a call: issue 24's training study (scripts/gpu_study.py), see below
+#   MODE=study ONLY="lr baseline" bash scripts/gpu_session.sh   # some runs or groups of it (gpu_study.py --plan lists them)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -51,6 +53,33 @@ for name, size in sizes.items():
 PY
   timeout "${BENCH_LIMIT:-330}" python3 -m backpack.bench --device cuda --out "$OUT/speed_gpu.json" 2>&1 \
       | tee "$OUT/speed_gpu.txt" || true
+elif [ "$MODE" = study ]; then
+  # Issue 24, part 1: 19 variants of the shipped pair's training (learning-rate sweep, the paper's
+  # schedule, the authors' sense init, k = 4/8, 2x and 4x the steps), STUDY_PARALLEL `backpack train`
+  # processes at once, each in /tmp/study-runs/NAME. As each run ends, $OUT/study gets its line in
+  # results.jsonl and a new summary.json and curves.png, so a call cut short keeps what finished. A
+  # run past RUN_LIMIT seconds, or running at DEADLINE, is stopped with its checkpoint (every 500
+  # steps). Call it again on the warm machine: finished runs are skipped, cut ones resume exactly. A
+  # new session skips the runs of the committed data/study/results.jsonl (commit $OUT/study there).
+  # Time, estimated from the shipped pair's runs (data/models/*-gutenberg/results.json: 805,865 and
+  # 1,046,407 tokens/s alone on an H100; `python scripts/gpu_study.py --plan` prints each run):
+  # 45 min one run after another, of which the 4 length runs are 23 min (bp-4x alone 8.5 min) and
+  # the other 15 runs 22 min. Several at once share the GPU; what they gain together is not
+  # measured yet (summary.json records each run's wall time: the first call measures it). At 3x,
+  # the 15 runs take ~7.5 min (one call) and the length group ~9-12 min (two calls: bp-4x runs
+  # ~12 min when shared), so the whole plan is more than one session's 15 minutes: run
+  # ONLY="lr baseline schedule init senses" in one session and ONLY=length in the next.
+  mkdir -p "$OUT/study"
+  if [ -f data/study/results.jsonl ]; then cp data/study/results.jsonl "$OUT/study/results.jsonl"; fi
+  status=0
+  python3 scripts/gpu_study.py --scale "${STUDY_SCALE:-full}" --study "$OUT/study" --runs-dir /tmp/study-runs \
+      --parallel "${STUDY_PARALLEL:-8}" --time-limit-s "${RUN_LIMIT:-520}" --deadline-s "${DEADLINE:-520}" \
+      ${ONLY:+--only $ONLY} || status=$?
+  echo "gpu_study.py exit status $status (0: all finished; 75: some cut or not started, call again)"
+  for run in /tmp/study-runs/*/; do  # each run's log and study record, for a reader
+    name=$(basename "$run"); { [ -d "$run" ] && [ "$name" != _data ]; } || continue
+    mkdir -p "$OUT/study/logs/$name"; cp "$run"train.log "$run"study.json "$OUT/study/logs/$name/" 2>/dev/null || true
+  done
 elif [ "$MODE" = micro ]; then
   # The paper's Micro width and depth (d=384, 6 layers, 6 heads, k=16) on our 16k vocabulary:
   # curves and results only (the weights would be 57 MB + 34 MB, too big for the repository).

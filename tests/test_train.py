@@ -813,3 +813,38 @@ def test_help_comes_from_the_config_fields_own_comments():
         helps["resume"].endswith("(default: False)")
         and "default" not in helps["resume"][: -len("(default: False)")]
     )
+
+
+def test_sense_init_authors_redraws_only_the_sense_networks_mlp_outputs():
+    """--sense-init authors (the authors' training code): the sense network's two MLP
+    output layers start at N(0, 0.02/sqrt(2 n_layer)), biases zero; every other weight
+    is the default model's, drawn from the same seed."""
+    from backpack.runs import model_from_args, parse_args
+
+    sizes = ["--n-embd", "64", "--n-layer", "4", "--n-head", "2", "--vocab-size", "512"]
+    default = model_from_args(parse_args(sizes), seed=0)
+    authors = model_from_args(parse_args([*sizes, "--sense-init", "authors"]), seed=0)
+    redrawn = {"sense_network.block.mlp.c_proj.weight",
+               "sense_network.final_mlp.c_proj.weight"}
+    theirs = authors.state_dict()
+    for name, value in default.state_dict().items():
+        assert torch.equal(value, theirs[name]) != (name in redrawn), name
+    for name in redrawn:  # 16k and 262k draws: the std within a few percent
+        weight = theirs[name]
+        assert weight.mean().abs() < 1e-3
+        assert weight.std().item() == pytest.approx(0.02 / math.sqrt(8), rel=0.03)
+        assert not theirs[name.replace("weight", "bias")].any()
+    assert default.state_dict()["sense_network.final_mlp.c_proj.weight"].std().item(
+    ) == pytest.approx(0.02, rel=0.03)  # chapter 5's, unchanged by default
+
+
+def test_sense_init_is_refused_where_it_means_nothing(tmp_path):
+    from backpack.runs import check_args, parse_args
+    from backpack.train import UsageError
+
+    with pytest.raises(UsageError, match="Transformer has no sense network"):
+        check_args(parse_args(["--model", "transformer", "--sense-init", "authors"]))
+    with pytest.raises(UsageError, match="loads trained weights"):
+        check_args(parse_args(["--init-from", str(tmp_path), "--sense-init", "gpt2"]))
+    check_args(parse_args(["--sense-init", "authors"]))  # a fresh Backpack: fine
+    check_args(parse_args(["--model", "transformer"]))
