@@ -146,7 +146,7 @@ def script(kind: str, payload) -> str:
     return f"Backpack.receive({json.dumps(kind)}, {json.dumps(payload)});\n"
 
 
-# the prompts on which the page is checked against PyTorch (tests, scripts/bench_browser)
+# the prompts on which the page is checked against PyTorch (tests, bench_browser.py)
 CHECK_PROMPTS = [
     "The captain of the ship said that",
     "She opened the door and",
