@@ -54,32 +54,39 @@ PY
   timeout "${BENCH_LIMIT:-330}" python3 -m backpack.bench --device cuda --out "$OUT/speed_gpu.json" 2>&1 \
       | tee "$OUT/speed_gpu.txt" || true
 elif [ "$MODE" = study ]; then
-  # Issue 24, part 1: 19 variants of the shipped pair's training (learning-rate sweep, the paper's
-  # schedule, the authors' sense init, k = 4/8, 2x and 4x the steps), STUDY_PARALLEL `backpack train`
-  # processes at once, each in /tmp/study-runs/NAME. As each run ends, $OUT/study gets its line in
-  # results.jsonl and a new summary.json and curves.png, so a call cut short keeps what finished. A
-  # run past RUN_LIMIT seconds, or running at DEADLINE, is stopped with its checkpoint (every 500
-  # steps). Call it again on the warm machine: finished runs are skipped, cut ones resume exactly. A
-  # new session skips the runs of the committed data/study/results.jsonl (commit $OUT/study there).
-  # Time, estimated from the shipped pair's runs (data/models/*-gutenberg/results.json: 805,865 and
-  # 1,046,407 tokens/s alone on an H100; `python scripts/gpu_study.py --plan` prints each run):
-  # 45 min one run after another, of which the 4 length runs are 23 min (bp-4x alone 8.5 min) and
-  # the other 15 runs 22 min. Several at once share the GPU; what they gain together is not
-  # measured yet (summary.json records each run's wall time: the first call measures it). At 3x,
-  # the 15 runs take ~7.5 min (one call) and the length group ~9-12 min (two calls: bp-4x runs
-  # ~12 min when shared), so the whole plan is more than one session's 15 minutes: run
-  # ONLY="lr baseline schedule init senses" in one session and ONLY=length in the next.
+  # Issue 24, part 1: 20 variants of the shipped pair's training (learning-rate sweep, the paper's
+  # schedule, the authors' sense init, k = 4/8, a second seed, 2x and 4x the steps), STUDY_PARALLEL
+  # `backpack train` processes at once, each in /tmp/study-runs/NAME. As each run ends, $OUT/study
+  # gets its line in results.jsonl and a new summary.json and curves.png (4 files come back with
+  # logs.tgz: at most 8 may), so a call cut short keeps what finished. A run past RUN_LIMIT seconds,
+  # or running at DEADLINE, stops with its checkpoint (every 500 steps); call again on the warm
+  # machine and it resumes exactly, finished runs skipped. A new session skips the runs of the
+  # committed data/study/results.jsonl: commit $OUT/study's three files there
+  # (`python scripts/gpu_study.py --study data/study --plot-only` redraws the plot and summary).
+  # Time, measured on the H200 (2026-12-04, data/study: 12 runs in two calls of 238 s and 340 s):
+  # alone, a Backpack trains 732k tokens/s and a Transformer 1.14M (6,000 steps: 149 s and 99 s with
+  # ~14 s of start and save); runs at once share the GPU, 4 at once 1.74x and 6 at once 1.80x one
+  # run's throughput (mean utilisation ~80-100%, ~6 GB each), so STUDY_PARALLEL=4. The 20 runs take
+  # 44 min one after another, ~25 min four at once; the 8 not yet run (`python scripts/gpu_study.py
+  # --plan --study data/study --parallel 4`) ~18 min. bp-4x alone (551 s) is longer than a call, so
+  # it finishes in a second call on the warm machine. One 15-minute session holds about one call and
+  # a half, so two sessions, estimated from those shares (2, 3 and 5 at once interpolated):
+  # ONLY="tf-paper-schedule bp-k8 bp-k4 bp-seed1 bp-2x" STUDY_PARALLEL=5, ~9 min (one call, and a
+  # short second if bp-2x is cut at the deadline), then ONLY="tf-2x bp-4x tf-4x", ~13 min (two calls).
   mkdir -p "$OUT/study"
-  if [ -f data/study/results.jsonl ]; then cp data/study/results.jsonl "$OUT/study/results.jsonl"; fi
+  if [ "${STUDY_SCALE:-full}" = full ] && [ -f data/study/results.jsonl ]; then
+    cp data/study/results.jsonl "$OUT/study/results.jsonl"  # the runs done in earlier sessions
+  fi
   status=0
   python3 scripts/gpu_study.py --scale "${STUDY_SCALE:-full}" --study "$OUT/study" --runs-dir /tmp/study-runs \
-      --parallel "${STUDY_PARALLEL:-8}" --time-limit-s "${RUN_LIMIT:-520}" --deadline-s "${DEADLINE:-520}" \
+      --parallel "${STUDY_PARALLEL:-4}" --time-limit-s "${RUN_LIMIT:-520}" --deadline-s "${DEADLINE:-520}" \
       ${ONLY:+--only $ONLY} || status=$?
   echo "gpu_study.py exit status $status (0: all finished; 75: some cut or not started, call again)"
-  for run in /tmp/study-runs/*/; do  # each run's log and study record, for a reader
+  logs=(); for run in /tmp/study-runs/*/; do  # each run's log and study record, in one file
     name=$(basename "$run"); { [ -d "$run" ] && [ "$name" != _data ]; } || continue
-    mkdir -p "$OUT/study/logs/$name"; cp "$run"train.log "$run"study.json "$OUT/study/logs/$name/" 2>/dev/null || true
+    logs+=("$name/train.log" "$name/study.json")
   done
+  if [ ${#logs[@]} -gt 0 ]; then tar -C /tmp/study-runs -czf "$OUT/study/logs.tgz" "${logs[@]}"; fi
 elif [ "$MODE" = micro ]; then
   # The paper's Micro width and depth (d=384, 6 layers, 6 heads, k=16) on our 16k vocabulary:
   # curves and results only (the weights would be 57 MB + 34 MB, too big for the repository).

@@ -107,11 +107,17 @@ def test_only_selects_runs_and_groups_and_refuses_unknown_names(capsys):
     assert "unknown run or group name(s): bp-k3" in err and "groups: baseline" in err
 
 
-def test_the_plan_lists_every_run_with_its_estimate(capsys):
+def test_the_plan_lists_every_run_with_its_estimate(capsys, tmp_path):
     assert study.main(["--plan", "--parallel", "8"]) == 0
     out = capsys.readouterr().out
     assert all(v["name"] in out for v in study.VARIANTS)
-    assert f"{len(study.VARIANTS)} runs:" in out and "--parallel 8" in out
+    assert f"{len(study.VARIANTS)} runs to go:" in out and "--parallel 8" in out
+    study.append_line(tmp_path / "results.jsonl",
+                      {"name": "bp-k4", "status": "finished"})
+    assert study.main(["--plan", "--study", str(tmp_path), "--only", "senses"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert " done " in rows["bp-k4"] and " done " not in rows["bp-k8"]
+    assert rows["2"].startswith("2 runs to go")  # bp-base and bp-k8
 
 
 def test_result_lines_are_whole_and_the_last_one_of_a_run_counts(tmp_path):
@@ -141,6 +147,10 @@ def test_plot_only_draws_the_curves_from_results_jsonl_alone(tmp_path):
                              "model": "backpack", "groups": ["lr"]})
     assert study.main(["--study", str(tmp_path), "--plot-only"]) == 0
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counts"] == {"finished": 2, "failed": 1,
+                                 "pending": len(study.VARIANTS) - 3}
+    assert summary["runs"]["tf-base"]["final_val_ppl"] == pytest.approx(math.exp(3.8))
     empty = tmp_path / "empty"
     empty.mkdir()
     assert not study.plot_study(empty / "results.jsonl", empty / "curves.png")
