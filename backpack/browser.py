@@ -23,17 +23,18 @@ from .analysis import word_pieces
 from .checkpoint import (
     atomic_write, load_pretrained, replaced_folder, weights_digest)
 from .data import CACHE_DIR, load_tokenizer, tokenizer_sha256
+from .demo import gender_sense, profession_runs
 from .interventions import (
-    ESTIMATION_PROMPTS, EVALUATION_PROMPTS, PROFESSIONS, TOPIC_STRENGTHS, TOPICS,
-    as_run, band_weights, encode_prompts, fill, sense_gap_contributions, sense_peaks,
-    topic_bag, topic_scores)
+    EVALUATION_PROMPTS, PROFESSIONS, TOPIC_STRENGTHS, TOPICS, band_weights,
+    encode_prompts, fill, sense_peaks, topic_bag, topic_scores)
 from .model import BackpackLM
+from .runs import model_tokenizer
 
 # %% auto #0
 __all__ = ['WEB_DIR_NAME', 'CHUNK_BYTES', 'BUNDLE_VERSION', 'CHECK_PROMPTS', 'JS_CONFIG_FIELDS', 'WEB_SOURCES', 'PAGE',
-           'web_tensors', 'pack_tensors', 'check_byte_level', 'tokenizer_tables', 'gender_sense', 'topic_bags',
-           'topic_bands', 'extras', 'script', 'bundle_files', 'bundle_key', 'write_texts', 'load_backpack',
-           'write_bundle', 'write_site', 'web_main']
+           'web_tensors', 'pack_tensors', 'check_byte_level', 'tokenizer_tables', 'topic_bags', 'topic_bands', 'extras',
+           'script', 'bundle_files', 'bundle_key', 'write_texts', 'load_backpack', 'write_bundle', 'write_site',
+           'web_main']
 
 # %% ../book/09c_browser.ipynb #9cad2b76
 WEB_DIR_NAME = "backpack-web"  # the bundle's folder, beside the page's scripts
@@ -89,15 +90,6 @@ def tokenizer_tables(tokenizer: Tokenizer) -> dict:
         vocab[i] = text
     return {"vocab": vocab, "merges": merges, "special": special}
 
-# %% ../book/09c_browser.ipynb #c3612a6e
-def gender_sense(model: BackpackLM, tokenizer: Tokenizer) -> int:
-    """The sense that adds most to logit(he) - logit(she) at the professions, on the
-    estimation prompts (as `backpack demo` chooses it for :debias)."""
-    runs = [as_run(word_pieces(tokenizer, p)) for p in PROFESSIONS]
-    prompts = fill(ESTIMATION_PROMPTS, PROFESSIONS)
-    contributions = sense_gap_contributions(model, tokenizer, prompts, runs)  # (p, k)
-    return int(contributions.abs().mean(0).argmax())
-
 # %% ../book/09c_browser.ipynb #f8f0a3c1
 def topic_bags(tokenizer: Tokenizer) -> dict[str, list[int]]:
     """Chapter 9's topics whose bag has a word of one token in this vocabulary (a small
@@ -133,7 +125,7 @@ def extras(model: BackpackLM, tokenizer: Tokenizer) -> dict:
     prompts = encode_prompts(tokenizer, fill(EVALUATION_PROMPTS, PROFESSIONS))
     return {
         "gender_sense": gender_sense(model, tokenizer),
-        "professions": {p: word_pieces(tokenizer, p) for p in PROFESSIONS},
+        "professions": dict(zip(PROFESSIONS, profession_runs(tokenizer), strict=True)),
         "bias_prompts": prompts, "he": he, "she": she,
         "topic_strengths": {str(s): list(v) for s, v in TOPIC_STRENGTHS.items()},
         "topic_bands": {name: base64.b64encode(b.tobytes()).decode("ascii")
@@ -198,9 +190,7 @@ def load_backpack(model_dir: str | Path, tokenizer_path: str | Path | None = Non
     if not isinstance(model, BackpackLM):
         raise TypeError(f"{model_dir} holds a {type(model).__name__}, not a Backpack: "
                         f"the page runs a Backpack (its senses are what it shows)")
-    beside = model_dir / "tokenizer.json"
-    path = tokenizer_path or (beside if beside.is_file() else None)
-    return model, load_tokenizer(path) if path else load_tokenizer()
+    return model, load_tokenizer(model_tokenizer(model_dir, tokenizer_path))
 
 # %% ../book/09c_browser.ipynb #6599b747
 def write_bundle(model_dir: str | Path, out_dir: str | Path,
@@ -210,7 +200,6 @@ def write_bundle(model_dir: str | Path, out_dir: str | Path,
     files, each atomically). With cache, a bundle built before for the same weights
     and tokenizer is copied from CACHE_DIR. Returns {file: bytes}."""
     model, tokenizer = load_backpack(model_dir, tokenizer_path)
-    check_byte_level(tokenizer)
     out_dir = Path(out_dir)
     if not cache:
         return write_texts(bundle_files(model, tokenizer), out_dir)

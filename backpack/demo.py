@@ -17,12 +17,14 @@ from typing import TextIO
 
 import torch
 from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
 
 # %% auto #0
 __all__ = ['BOOK_MODEL', 'MAX_SEED', 'HELP', 'SetupError', 'model_folder', 'demo_files', 'check_new_tokens', 'check_seed', 'Demo',
-           'debias_edit', 'weights_fingerprint', 'cached_sense_peaks', 'topic_scores_of', 'settings', 'active_edits',
-           'continue_prompt', 'explain', 'whole_number', 'set_intervention', 'describe', 'run_command', 'parse_args',
-           'check_flags', 'read_commands', 'main', 'widget_commands', 'run_lines', 'demo_widget']
+           'profession_runs', 'gender_sense', 'debias_edit', 'weights_fingerprint', 'cached_sense_peaks',
+           'topic_scores_of', 'settings', 'active_edits', 'continue_prompt', 'explain', 'whole_number',
+           'set_intervention', 'describe', 'run_command', 'parse_args', 'check_flags', 'read_commands', 'main',
+           'widget_commands', 'run_lines', 'demo_widget']
 
 # %% ../book/09b_demo.ipynb #50dd2768
 from backpack.analysis import (
@@ -35,11 +37,13 @@ from backpack.analysis import (
 )
 from .checkpoint import CheckpointError, load_pretrained, read_config
 from .data import CACHE_DIR, TOKENIZER_PATH, DataError, load_tokenizer
+from .model import BackpackLM
 from backpack.interventions import (
     ESTIMATION_PROMPTS,
     PROFESSIONS,
     TOPICS,
     SenseEdit,
+    TokenRun,
     TopicSteering,
     as_run,
     check_strength,
@@ -182,16 +186,27 @@ class Demo:
         print(text, file=self.out, flush=True)
 
 # %% ../book/09b_demo.ipynb #5c1e0a77
+def profession_runs(tokenizer: Tokenizer) -> list[TokenRun]:
+    """The token runs of chapter 9's professions, as written inside a sentence."""
+    return [as_run(word_pieces(tokenizer, p)) for p in PROFESSIONS]
+
+
+def gender_sense(model: BackpackLM, tokenizer: Tokenizer) -> int:
+    """The sense that adds most to logit(he) - logit(she) at the professions, on the
+    estimation prompts (chapter 9's choice, for one sense)."""
+    prompts = fill(ESTIMATION_PROMPTS, PROFESSIONS)
+    runs = profession_runs(tokenizer)
+    contributions = sense_gap_contributions(model, tokenizer, prompts, runs)  # (p, k)
+    return int(contributions.abs().mean(0).argmax())
+
+
 def debias_edit(demo: Demo) -> SenseEdit:
     """Weight 0 on the gender sense of the professions (the sense is found on the
     estimation prompts the first time, as in chapter 9, then kept)."""
     if demo.gender_edit is None:
         demo.say("finding the gender sense on the estimation prompts...")
-        tokenizer = demo.tokenizer
-        runs = [as_run(word_pieces(tokenizer, p)) for p in PROFESSIONS]
-        prompts = fill(ESTIMATION_PROMPTS, PROFESSIONS)
-        contrib = sense_gap_contributions(demo.model, tokenizer, prompts, runs)
-        sense = int(contrib.abs().mean(0).argmax())
+        sense = gender_sense(demo.model, demo.tokenizer)
+        runs = profession_runs(demo.tokenizer)
         demo.say(f"gender sense: {sense}; weight 0 on the {len(runs)} professions")
         demo.gender_edit = reweight(demo.model, runs, senses=sense, weight=0.0)
     return demo.gender_edit

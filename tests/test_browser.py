@@ -20,14 +20,14 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from backpack.analysis import word_id, word_pieces
-from backpack.browser import (
-    CHECK_PROMPTS, WEB_DIR_NAME, check_byte_level, gender_sense, write_site)
+from backpack.analysis import word_id
+from backpack.browser import CHECK_PROMPTS, WEB_DIR_NAME, check_byte_level, write_site
 from backpack.checkpoint import load_pretrained, load_trained, trained_model_dir
 from backpack.data import load_gpt2_tokenizer, load_tokenizer, read_text
+from backpack.demo import gender_sense, profession_runs
 from backpack.interventions import (
-    PROFESSIONS, TOPIC_STRENGTHS, TopicSteering, band_weights, bias_score, edit_fact,
-    intervene, pronoun_gap, reweight)
+    TOPIC_STRENGTHS, TopicSteering, band_weights, bias_score, edit_fact, intervene,
+    pronoun_gap, reweight)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -188,8 +188,7 @@ JS_EDITS = """window.makeEdits = specs => specs.map(([kind, ...a]) => {
   if (kind === "debias")
     return Backpack.reweight(m, Object.values(x.professions), x.gender_sense, 0);
   if (kind === "fact") return Backpack.editFact(m, a[0], a[1], a[2]);
-  const raw = atob(x.topic_bands[a[0]]), bands = new Uint8Array(raw.length);
-  for (let i = 0; i < raw.length; i++) bands[i] = raw.charCodeAt(i);
+  const bands = Backpack.base64Bytes(x.topic_bands[a[0]]);
   return Backpack.topicSteering(m, bands, x.topic_strengths[a[1]]);
 });"""
 
@@ -203,7 +202,7 @@ def test_interventions_match_pytorch(page, model, tokenizer):
     page.add_script_tag(content=JS_EDITS)
     sense = gender_sense(model, tokenizer)
     assert page.evaluate("B.extras.gender_sense") == sense
-    runs = [word_pieces(tokenizer, p) for p in PROFESSIONS]
+    runs = profession_runs(tokenizer)
     raw = base64.b64decode(page.evaluate("B.extras.topic_bands.sea"))  # as shipped
     bands = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long().view(-1, 16)
     captain, ship, king = (word_id(tokenizer, w) for w in ("captain", "ship", "king"))
@@ -234,7 +233,7 @@ def test_bias_score_matches_pytorch(page, model, tokenizer):
     page.add_script_tag(content=JS_EDITS)
     prompts = page.evaluate("B.extras.bias_prompts")[::8]
     texts = [tokenizer.decode(p) for p in prompts]
-    runs = [word_pieces(tokenizer, p) for p in PROFESSIONS]
+    runs = profession_runs(tokenizer)
     edit = reweight(model, runs, senses=gender_sense(model, tokenizer), weight=0.0)
     js = """([prompts, specs]) => Backpack.biasScore(B.model, prompts, B.extras.he,
               B.extras.she, window.makeEdits(specs))"""

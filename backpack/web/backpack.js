@@ -716,5 +716,6 @@
     topicSteering: topicSteering,
     biasScore: biasScore,
     halfTable: halfTable,
+    base64Bytes: base64Bytes,
   };
 })(window);

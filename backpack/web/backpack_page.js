@@ -390,10 +390,7 @@
       });
       B.bands = {};
       Object.entries(B.extras.topic_bands).forEach(function ([name, text]) {
-        const raw = atob(text),
-          bands = new Uint8Array(raw.length);
-        for (let i = 0; i < raw.length; i++) bands[i] = raw.charCodeAt(i);
-        B.bands[name] = bands;
+        B.bands[name] = Backpack.base64Bytes(text); // (vocab, k) bands, one byte each
         byId("topic").appendChild(el("option", { value: name, text: name }));
       });
       say(

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,21 +34,6 @@ WORDS = 5000  # as chapter 8: frequent_words(train_tokens, tokenizer, 5000, ...)
 TOP = 5  # top words per sense: explorer_data(..., top=5)
 
 logger = logging.getLogger(__name__)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(temporary path) in path's folder, then move the result onto path, so
-    that a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp's file is private; the site's files are not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def fingerprint(model, tokenizer) -> str:
@@ -78,7 +61,7 @@ def cached_explorer_file(cache_dir: Path | None = None) -> tuple[Path, bool]:
     import torch
 
     from backpack.analysis import explorer_data, frequent_words, write_explorer_data
-    from backpack.checkpoint import load_trained
+    from backpack.checkpoint import atomic_write, load_trained
     from backpack.data import CACHE_DIR, load_tokenizer, load_tokens
 
     tokenizer = load_tokenizer()
@@ -98,6 +81,8 @@ def cached_explorer_file(cache_dir: Path | None = None) -> tuple[Path, bool]:
 def write_explorer_file(path: Path, cache_dir: Path | None = None) -> bool:
     """Write the explorer's data file at path (atomically), from the cache; return
     whether it had to be computed."""
+    from backpack.checkpoint import atomic_write
+
     cached, computed = cached_explorer_file(cache_dir)
     atomic_write(Path(path), lambda tmp: shutil.copyfile(cached, tmp))
     return computed
